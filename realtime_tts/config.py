@@ -1,0 +1,181 @@
+"""Server settings: one dataclass, filled from defaults < TOML file < environment < CLI flags.
+
+Every field is an option. Its CLI flag is ``--field-name`` and its environment
+variable ``REALTIME_TTS_FIELD_NAME``; the TOML file uses the field name as key
+(top level, or under a ``[server]`` table). ``help`` in the field metadata is the
+one place an option is documented: ``realtime-tts serve --help`` prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "REALTIME_TTS_"
+
+
+def opt(default: Any, help: str, *, flag: bool = True, **kw) -> Any:
+    """A settings field with its documentation; ``flag=False`` keeps it off the CLI."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata={"help": help, "flag": flag, **kw})
+    return field(default=default, metadata={"help": help, "flag": flag, **kw})
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value or the config file cannot be read."""
+
+
+@dataclass
+class Settings:
+    # --- network -----------------------------------------------------------------
+    host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
+    port: int = opt(8000, "TCP port for every endpoint (HTTP and WebSocket)")
+    # --- engine ------------------------------------------------------------------
+    engine: str = opt("auto", "speech engine: auto (IndexTTS2 when checkpoints hold weights, else espeak), indextts2, espeak", choices=("auto", "indextts2", "espeak"))
+    checkpoints: Path = opt(Path("checkpoints"), "IndexTTS-2 checkpoint directory (official layout)")
+    device: str = opt("auto", "torch device for the IndexTTS2 engine: auto, cpu, cuda, cuda:N")
+    # --- executor ----------------------------------------------------------------
+    max_queue: int = opt(256, "maximum queued segments across all clients before new work is refused as busy")
+    # --- text --------------------------------------------------------------------
+    max_segment_chars: int = opt(120, "maximum characters per synthesized segment")
+    first_clause_min_chars: int = opt(8, "first segment of a turn may end at a clause mark (，,、：) once this many characters are buffered")
+    max_text_chars: int = opt(4096, "maximum characters of text accepted per request / per context")
+    max_buffer_delay_ms: int = opt(1500, "streamed text is auto-flushed after this many ms without new text")
+    silence_ms: int = opt(200, "silence inserted between segments (encoded as real audio)")
+    # --- xiaozhi -----------------------------------------------------------------
+    xiaozhi_hello_timeout_s: float = opt(10.0, "xiaozhi: close a device that sends no hello within this time")
+    xiaozhi_idle_timeout_s: float = opt(180.0, "xiaozhi: close a device connection idle for this long")
+    xiaozhi_prebuffer_packets: int = opt(5, "xiaozhi: packets sent at once before real-time pacing starts")
+    xiaozhi_max_lead_ms: int = opt(400, "xiaozhi: maximum lead of sent audio over real time (hard cap 1000)")
+    # --- agent stream ------------------------------------------------------------
+    stream_idle_timeout_s: float = opt(60.0, "agent stream: close a socket idle for this long (keepalive resets it)")
+    # --- HTTP API, voices, auth, logs (server/openai_api.py, voices.py, auth.py) ------
+    api_keys: list = opt([], "API keys accepted as 'Authorization: Bearer <key>' (WebSockets also ?api_key=); JSON list; empty and no keys file: no auth", secret=True)
+    api_keys_file: str = opt("", "file with one API key per line (# comments allowed), added to api_keys")
+    data_dir: Path = opt(Path("data"), "directory where uploaded/imported voices are stored (survives restarts)")
+    default_voice: str = opt("", "voice id used when a request names no voice or an unmapped OpenAI voice name (empty: the engine's built-in voice)")
+    openai_voice_map: dict = opt({}, "OpenAI voice name -> voice id, JSON object, e.g. {\"alloy\": \"jay_klee\"}; unmapped names use default_voice")
+    speaker_json: str = opt("", "index-tts-vllm style speaker.json ({\"name\": [\"a.wav\", ...]}) imported into the voice library at start-up")
+    allow_server_paths: bool = opt(False, "let /tts_url and voice references name audio files on the server's disk (trusted deployments only)")
+    max_upload_bytes: int = opt(20 * 1024 * 1024, "largest accepted voice upload / request body in bytes")
+    voice_min_seconds: float = opt(0.5, "shortest accepted reference clip in seconds")
+    voice_max_seconds: float = opt(60.0, "longest accepted reference clip in seconds (the engine itself uses the first 15 s)")
+    log_format: str = opt("text", "log line format: text or json (one JSON object per line)", choices=("text", "json"))
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    def validate(self) -> None:
+        for f in self.fields():
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
+        if not (1 <= self.port <= 65535):
+            raise ConfigError(f"port: {self.port} is not a valid TCP port")
+        if self.max_queue < 1:
+            raise ConfigError("max_queue must be at least 1")
+        if not (0 <= self.xiaozhi_max_lead_ms <= 1000):
+            raise ConfigError("xiaozhi_max_lead_ms must be within 0-1000 (the device drops audio beyond 2.4 s)")
+
+    def public(self) -> dict:
+        """Settings safe to show (secrets masked)."""
+        out = {}
+        for f in self.fields():
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _convert(name: str, type_: Any, raw: Any) -> Any:
+    """Convert a TOML/env/CLI value to the field's type, with a clear error."""
+    try:
+        if type_ is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if type_ is Path:
+            return Path(raw)
+        if type_ in (int, float, str):
+            return type_(raw)
+        if isinstance(raw, str):  # lists / dicts from the environment or CLI are JSON
+            return json.loads(raw)
+        return raw
+    except (ValueError, TypeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{name}: cannot use {raw!r} ({e})") from None
+
+
+def _types() -> dict[str, Any]:
+    hints = get_type_hints(Settings)
+    out = {}
+    for name, hint in hints.items():
+        origin = getattr(hint, "__origin__", None)
+        out[name] = origin if origin in (list, dict) else hint
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one flag per settings field (default None = not given)."""
+    parser.add_argument("--config", type=Path, default=os.environ.get(ENV_PREFIX + "CONFIG"),
+                        help=f"TOML config file (env {ENV_PREFIX}CONFIG); flags and env override it")
+    for f in Settings.fields():
+        if not f.metadata.get("flag", True):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        env = ENV_PREFIX + f.name.upper()
+        help_text = f"{f.metadata['help']} (default: {default}; env {env})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def load_settings(args: argparse.Namespace | None = None, *, environ: dict | None = None, **overrides) -> Settings:
+    """Defaults, then the TOML file, then the environment, then CLI flags, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    types = _types()
+    values: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) if args is not None else None
+    config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        path = Path(config_path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        data = {**{k: v for k, v in data.items() if not isinstance(v, dict) or k not in ("server",)}, **data.get("server", {})}
+        for key, raw in data.items():
+            if key not in types:
+                raise ConfigError(f"config file {path}: unknown option {key!r}")
+            values[key] = _convert(key, types[key], raw)
+    for name, type_ in types.items():
+        env = ENV_PREFIX + name.upper()
+        if env in environ:
+            values[name] = _convert(env, type_, environ[env])
+    if args is not None:
+        for name, type_ in types.items():
+            raw = getattr(args, name, None)
+            if raw is not None:
+                values[name] = _convert("--" + name.replace("_", "-"), type_, raw)
+    for name, raw in overrides.items():
+        if name not in types:
+            raise ConfigError(f"unknown option {name!r}")
+        values[name] = raw
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,137 @@
+"""The one interface between the server and any speech engine.
+
+The server never talks to a model directly: it hands a text segment and its
+options to the executor (``realtime_tts.engine.executor``), whose single worker
+calls ``Engine.synthesize``. Everything here is plain data so that a batching
+scheduler can later replace the serialized executor without touching callers.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Order used everywhere an 8-weight emotion vector appears (IndexTTS2 order).
+EMOTIONS: tuple[str, ...] = (
+    "happy",
+    "angry",
+    "sad",
+    "afraid",
+    "disgusted",
+    "melancholic",
+    "surprised",
+    "calm",
+)
+
+SPEED_MIN = 0.5
+SPEED_MAX = 2.0
+
+
+class EngineError(RuntimeError):
+    """A segment could not be synthesized (bad input for this engine, model failure)."""
+
+
+class Cancelled(Exception):
+    """Raised inside the engine when the job's cancel token fires between steps."""
+
+
+class CancelToken:
+    """Thread-safe cancel flag checked by engines between steps (GPT tokens, CFM steps...)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A reference voice: a clip on disk identified by the hash of its content.
+
+    ``content_hash`` keys every per-voice cache (never the path: a file changed
+    in place must not return stale conditioning).
+    """
+
+    id: str
+    audio_path: Path
+    content_hash: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Emotion:
+    """Emotion request in its internal form; at most one source is the driver.
+
+    Precedence follows IndexTTS2: ``text`` > ``vector`` > ``reference`` > the
+    speaker clip itself. ``alpha`` weights the emotion against the speaker's own.
+    """
+
+    vector: tuple[float, ...] | None = None  # 8 weights in EMOTIONS order
+    text: str | None = None  # free-text description (Qwen emotion model)
+    reference: Voice | None = None  # emotion reference clip
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.vector is not None and len(self.vector) != len(EMOTIONS):
+            raise ValueError(f"emotion vector needs {len(EMOTIONS)} weights, got {len(self.vector)}")
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    voice: Voice | None = None  # None: the engine's default voice
+    emotion: Emotion | None = None
+    speed: float = 1.0  # 0.5-2.0; engines scale duration by 1/speed
+    language: str | None = None  # hint only; engines detect zh/en themselves
+
+    def __post_init__(self) -> None:
+        if not (SPEED_MIN <= self.speed <= SPEED_MAX):
+            raise ValueError(f"speed must be within {SPEED_MIN}-{SPEED_MAX}, got {self.speed}")
+
+
+@dataclass
+class SegmentAudio:
+    """One synthesized segment: mono float32 PCM in [-1, 1] at ``sample_rate``."""
+
+    pcm: np.ndarray
+    sample_rate: int
+    stages: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+class Engine(ABC):
+    """A speech engine. Called only from the executor's worker thread."""
+
+    name: str = "engine"
+    sample_rate: int = 22050
+
+    @abstractmethod
+    def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:
+        """Synthesize one text segment. Checks ``cancel`` between steps."""
+
+    def warmup(self) -> None:
+        """Run once before the server reports ready (compile kernels, fill caches)."""
+
+    def describe(self) -> dict:
+        """Facts for /health and the start-up banner."""
+        return {"name": self.name, "sample_rate": self.sample_rate}
+
+    def close(self) -> None:
+        """Release resources (models, threads)."""

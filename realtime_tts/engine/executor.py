@@ -1,0 +1,219 @@
+"""Where GPU work runs: one worker thread owns the engine; asyncio never blocks on it.
+
+Callers submit one job per text segment and await its result. The contract
+(``Executor``) is what the server depends on; ``SerialExecutor`` is the
+one-segment-at-a-time implementation. A batching scheduler replaces it later
+behind the same interface.
+
+Fairness: jobs are queued per owner (a connection or stream) and the worker
+takes owners round-robin, FIFO within an owner, so one client's long text cannot
+starve another client's first sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from .base import CancelToken, Cancelled, Engine, SegmentAudio, SynthesisOptions
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorBusy(RuntimeError):
+    """The queue is full; the caller should tell its client to retry later."""
+
+
+class ExecutorClosed(RuntimeError):
+    """The executor is shutting down."""
+
+
+@dataclass(eq=False)
+class SynthesisJob:
+    """One segment to synthesize. Await ``result()``; ``cancel()`` from any task."""
+
+    text: str
+    options: SynthesisOptions
+    owner: str
+    submitted_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    token: CancelToken = field(default_factory=CancelToken)
+    _future: asyncio.Future | None = None
+
+    def cancel(self) -> None:
+        """Cancel whether queued or running; ``result()`` then raises ``Cancelled``."""
+        self.token.cancel()
+        fut = self._future
+        if fut is not None and not fut.done():
+            fut.get_loop().call_soon_threadsafe(_settle, fut, None, Cancelled())
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled
+
+    async def result(self) -> SegmentAudio:
+        assert self._future is not None, "job was never submitted"
+        return await asyncio.shield(self._future)
+
+
+def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)
+
+
+class Executor(ABC):
+    """The contract between the server and whatever runs the engine."""
+
+    engine: Engine
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def submit(self, text: str, options: SynthesisOptions, *, owner: str) -> SynthesisJob:
+        """Queue a segment. Raises ``ExecutorBusy`` when the queue is full."""
+
+    @property
+    @abstractmethod
+    def queue_depth(self) -> int:
+        """Jobs waiting (not counting the one running)."""
+
+    def cancel_owner(self, owner: str) -> int:
+        """Cancel every queued or running job of ``owner``; returns how many."""
+        return 0
+
+
+class SerialExecutor(Executor):
+    """One worker thread, one segment at a time, round-robin across owners."""
+
+    def __init__(self, engine: Engine, *, max_queue: int = 256) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        self._queues: collections.OrderedDict[str, collections.deque[SynthesisJob]] = (
+            collections.OrderedDict()
+        )
+        self._depth = 0
+        self._cond = threading.Condition()
+        self._running: SynthesisJob | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.on_segment_done = None  # optional hook(job, audio_or_exc, seconds) for metrics
+
+    async def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="engine-worker", daemon=True)
+            self._thread.start()
+
+    async def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            pending = [job for q in self._queues.values() for job in q]
+            self._queues.clear()
+            self._depth = 0
+            running = self._running
+            self._cond.notify_all()
+        for job in pending:
+            job.cancel()
+        if running is not None:
+            running.cancel()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+            self._thread = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._depth
+
+    def submit(self, text: str, options: SynthesisOptions, *, owner: str) -> SynthesisJob:
+        loop = asyncio.get_running_loop()
+        job = SynthesisJob(text=text, options=options, owner=owner)
+        job._future = loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise ExecutorClosed("the synthesis executor is shutting down")
+            if self._depth >= self.max_queue:
+                raise ExecutorBusy(
+                    f"server busy: {self._depth} segments already queued (limit {self.max_queue})"
+                )
+            self._queues.setdefault(owner, collections.deque()).append(job)
+            self._depth += 1
+            self._cond.notify()
+        return job
+
+    def cancel_owner(self, owner: str) -> int:
+        with self._cond:
+            queued = list(self._queues.pop(owner, ()))
+            self._depth -= len(queued)
+            running = self._running if self._running and self._running.owner == owner else None
+        for job in queued:
+            job.cancel()
+        if running is not None:
+            running.cancel()
+        return len(queued) + (running is not None)
+
+    def _next_job(self) -> SynthesisJob | None:
+        """Pop the oldest job of the next owner in round-robin order (lock held)."""
+        while self._queues:
+            owner, queue = next(iter(self._queues.items()))
+            job = queue.popleft()
+            self._depth -= 1
+            if queue:
+                self._queues.move_to_end(owner)  # this owner goes to the back of the line
+            else:
+                del self._queues[owner]
+            if not job.cancelled:
+                return job
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_job()
+                while job is None and not self._closed:
+                    self._cond.wait()
+                    job = self._next_job()
+                if self._closed:
+                    if job is not None:
+                        job.cancel()
+                    return
+                self._running = job
+            self._run(job)
+            with self._cond:
+                self._running = None
+
+    def _run(self, job: SynthesisJob) -> None:
+        fut = job._future
+        assert fut is not None
+        job.started_at = time.monotonic()
+        value, exc = None, None
+        try:
+            job.token.raise_if_cancelled()
+            value = self.engine.synthesize(job.text, job.options, job.token)
+        except Cancelled as e:
+            exc = e
+        except Exception as e:  # an engine failure fails this segment only, never the worker
+            log.exception("engine failed on segment %r", job.text[:80])
+            exc = e
+        if self.on_segment_done is not None:
+            try:
+                self.on_segment_done(job, exc if exc is not None else value, time.monotonic() - job.started_at)
+            except Exception:
+                log.exception("on_segment_done hook failed")
+        if job.token.cancelled and exc is None:
+            exc = Cancelled()
+        try:
+            fut.get_loop().call_soon_threadsafe(_settle, fut, value, exc)
+        except RuntimeError:
+            pass  # the event loop is gone (shutdown); nobody is waiting

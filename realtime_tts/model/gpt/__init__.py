@@ -1,0 +1,18 @@
+"""IndexTTS2 text-to-semantic GPT (UnifiedVoice v2), weight-compatible with ``gpt.pth``."""
+
+from .config import ConformerConfig, GPTConfig
+from .decode import Generation, SamplingParams, generate, remove_long_silence
+from .gpt2 import KVCache
+from .unified_voice import UnifiedVoice, mel_position
+
+__all__ = [
+    "ConformerConfig",
+    "GPTConfig",
+    "Generation",
+    "KVCache",
+    "SamplingParams",
+    "UnifiedVoice",
+    "generate",
+    "mel_position",
+    "remove_long_silence",
+]

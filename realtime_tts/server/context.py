@@ -1,0 +1,25 @@
+"""What every endpoint shares: settings, the executor (and through it the engine), metrics, voices."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Settings
+from ..engine.executor import Executor
+from .metrics import Metrics
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    executor: Executor
+    metrics: Metrics = field(default_factory=Metrics)
+    voices: Any = None  # realtime_tts.server.voices.VoiceLibrary once the app is built
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    devices: dict = field(default_factory=dict)  # device_id -> live xiaozhi session (control API)
+
+    @property
+    def engine(self):
+        return self.executor.engine

@@ -1,0 +1,59 @@
+"""Prometheus metrics for one server instance (its own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+_RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.queue_depth = Gauge("rtts_queue_depth", "Segments waiting for the engine", registry=r)
+        self.segments = Counter("rtts_segments_total", "Segments synthesized", ["engine", "outcome"], registry=r)
+        self.audio_seconds = Counter("rtts_audio_seconds_total", "Seconds of audio synthesized", ["engine"], registry=r)
+        self.ttfa = Histogram("rtts_time_to_first_audio_seconds",
+                              "Last text of the first sentence received -> first audio packet written",
+                              ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.rtf = Histogram("rtts_real_time_factor", "Engine seconds per audio second, per segment",
+                             ["engine"], buckets=_RTF_BUCKETS, registry=r)
+        self.stage = Histogram("rtts_engine_stage_seconds", "Engine time per stage per segment",
+                               ["engine", "stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.connections = Gauge("rtts_active_connections", "Open connections / in-flight requests",
+                                 ["endpoint"], registry=r)
+        self.errors = Counter("rtts_errors_total", "Errors by kind", ["kind"], registry=r)
+
+    # --- recording helpers (cheap; safe from any thread) ------------------------
+    def segment_done(self, engine: str, seconds: float, audio_seconds: float | None,
+                     stages: dict[str, float] | None, outcome: str = "ok") -> None:
+        self.segments.labels(engine, outcome).inc()
+        if outcome == "ok" and audio_seconds:
+            self.audio_seconds.labels(engine).inc(audio_seconds)
+            self.rtf.labels(engine).observe(seconds / audio_seconds)
+        for stage, value in (stages or {}).items():
+            self.stage.labels(engine, stage).observe(value)
+
+    def observe_ttfa(self, endpoint: str, seconds: float) -> None:
+        self.ttfa.labels(endpoint).observe(seconds)
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind).inc()
+
+    @contextlib.contextmanager
+    def connection(self, endpoint: str):
+        gauge = self.connections.labels(endpoint)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

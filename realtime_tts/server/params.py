@@ -1,0 +1,350 @@
+"""Request fields shared by the HTTP endpoints: body limits, voice references, emotion, speed.
+
+Users arrive from OpenAI clients, index-tts-vllm, moeru-ai and other IndexTTS
+wrappers, each with its own field names (protocols.md §4.3). Everything here maps
+those names onto the engine's one internal form (``Voice``, ``Emotion``, speed)
+and rejects what cannot be mapped with an ``ApiError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import Message, Receive
+
+from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Emotion, Voice
+from .http_errors import ApiError, invalid
+
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
+                 "verse", "marin", "cedar")
+
+# Upstream de-emphasizes emotions that tend to sound strange, then caps the total at 0.8
+# (IndexTTS2 ``normalize_emo_vec``, applied by its web UI before inference).
+EMOTION_BIAS = (0.9375, 0.875, 1.0, 1.0, 0.9375, 0.9375, 0.6875, 0.5625)
+EMOTION_SUM_MAX = 0.8
+
+# Labels beyond the eight (xiaozhi ``llm.emotion`` names, protocols.md §5.1 item 10) -> weights.
+EMOTION_ALIASES: dict[str, dict[str, float]] = {
+    **{name: {"happy": 1.0} for name in ("laughing", "funny", "loving", "kissy", "winking", "cool",
+                                          "confident", "delicious", "silly", "joyful", "excited")},
+    "crying": {"sad": 1.0},
+    "scared": {"afraid": 1.0}, "fearful": {"afraid": 1.0}, "fear": {"afraid": 1.0},
+    "shocked": {"afraid": 0.5, "surprised": 0.5},
+    "embarrassed": {"afraid": 0.4},
+    "disgust": {"disgusted": 1.0}, "depressed": {"melancholic": 1.0}, "low": {"melancholic": 1.0},
+    **{name: {"calm": 1.0} for name in ("relaxed", "sleepy", "thinking", "confused")},
+    "neutral": {},
+}
+
+
+# --- bodies -----------------------------------------------------------------------------
+
+def limited_receive(request: Request, limit: int) -> Receive:
+    """``request.receive`` that fails with 413 once the body passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}", code="request_too_large")
+    seen = 0
+    receive = request.receive
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+        return message
+
+    return wrapped
+
+
+async def read_json(request: Request, limit: int) -> dict:
+    """The JSON object body, with clear 400/413 errors."""
+    request = Request(request.scope, limited_receive(request, limit))
+    raw = await request.body()
+    if not raw.strip():
+        raise invalid("request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise invalid(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise invalid("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def merged_fields(body: dict) -> dict:
+    """Top-level fields, with moeru-ai style ``extra`` fields filling in (top level wins)."""
+    extra = body.get("extra")
+    if extra is None:
+        return dict(body)
+    if not isinstance(extra, dict):
+        raise invalid("'extra' must be an object", param="extra")
+    return {**extra, **{k: v for k, v in body.items() if k != "extra"}}
+
+
+def first(fields: dict, *names: str) -> tuple[str | None, Any]:
+    """The first of ``names`` present (not None) in ``fields``: (name, value)."""
+    for name in names:
+        if fields.get(name) is not None:
+            return name, fields[name]
+    return None, None
+
+
+def require_text(fields: dict, name: str, max_chars: int) -> str:
+    text = fields.get(name)
+    if text is None:
+        raise invalid(f"'{name}' is required: the text to speak", param=name, code="missing_required_parameter")
+    if not isinstance(text, str):
+        raise invalid(f"'{name}' must be a string", param=name)
+    if not text.strip():
+        raise invalid(f"'{name}' is empty: give some text to speak", param=name, code="empty_input")
+    if len(text) > max_chars:
+        raise invalid(f"'{name}' is {len(text)} characters; the limit is {max_chars}", param=name,
+                      code="string_above_max_length")
+    return text
+
+
+def number(value: Any, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise invalid(f"'{param}' must be a number", param=param)
+    try:
+        out = float(value)
+    except ValueError:
+        raise invalid(f"'{param}' must be a number, got {value!r}", param=param) from None
+    if not math.isfinite(out):
+        raise invalid(f"'{param}' must be finite", param=param)
+    return out
+
+
+# --- voices -------------------------------------------------------------------------------
+
+def decode_inline_audio(value: str, *, what: str = "voice") -> bytes:
+    """Bytes of a ``data:audio/...;base64,`` URL or bare base64 text."""
+    text = value.strip()
+    if text.startswith("data:"):
+        head, sep, text = text.partition(",")
+        if not sep or ";base64" not in head:
+            raise ApiError(400, f"{what}: data URL must be base64 encoded (data:audio/wav;base64,...)",
+                             param=what, code="invalid_audio")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{what}: inline audio is not valid base64", param=what, code="invalid_audio") from None
+
+
+def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
+    """A voice reference -> ``Voice`` (None: the engine's built-in voice).
+
+    Accepts a registered id or name, an OpenAI voice name (mapped by
+    ``openai_voice_map``, else ``default_voice``), ``{"id": ...}``, inline audio
+    (``{"audio": <base64>}`` or a ``data:audio/...;base64,`` URL) and, when
+    ``allow_server_paths`` is set, a path on the server (``{"path": ...}`` or a string).
+    """
+    settings, library = ctx.settings, ctx.voices
+    if ref is None or ref == "":
+        return default_voice(ctx, param)
+    if isinstance(ref, dict):
+        if ref.get("id") is not None:
+            return resolve_voice(ctx, str(ref["id"]), param=param)
+        for key in ("audio", "data", "url"):
+            if isinstance(ref.get(key), str):
+                return _inline(ctx, ref[key], param)
+        if isinstance(ref.get("path"), str):
+            return _server_path(ctx, ref["path"], param)
+        raise invalid(f"'{param}' object needs 'id' (a registered voice) or 'audio' (base64 clip)", param=param)
+    if not isinstance(ref, str):
+        raise invalid(f"'{param}' must be a voice id string or an object like {{\"id\": \"...\"}}", param=param)
+    voice = library.get(ref) if library is not None else None
+    if voice is not None:
+        return voice
+    if ref.lower() in OPENAI_VOICES:
+        mapped = settings.openai_voice_map.get(ref.lower()) or settings.openai_voice_map.get(ref)
+        if mapped:
+            return library.require(mapped, param=param)
+        return default_voice(ctx, param)
+    if ref.startswith("data:"):
+        return _inline(ctx, ref, param)
+    if settings.allow_server_paths and ("/" in ref or "\\" in ref or Path(ref).suffix):
+        return _server_path(ctx, ref, param)
+    if library is None:
+        raise ApiError(404, f"voice {ref!r} not found (no voice library)", param=param, code="voice_not_found")
+    return library.require(ref, param=param)
+
+
+def default_voice(ctx, param: str = "voice") -> Voice | None:
+    name = ctx.settings.default_voice
+    if not name or ctx.voices is None:
+        return None
+    voice = ctx.voices.get(name)
+    if voice is None:
+        raise ApiError(500, f"the configured default_voice {name!r} is not in the voice library",
+                       param=param, code="default_voice_missing", type="server_error")
+    return voice
+
+
+def _inline(ctx, value: str, param: str) -> Voice:
+    data = decode_inline_audio(value, what=param)
+    if len(data) > ctx.settings.max_upload_bytes:
+        raise ApiError(413, f"inline audio in '{param}' is {len(data)} bytes; the limit is "
+                            f"{ctx.settings.max_upload_bytes}", param=param, code="file_too_large")
+    return ctx.voices.transient(data, what=param)
+
+
+def _server_path(ctx, path: str, param: str) -> Voice:
+    if not ctx.settings.allow_server_paths:
+        raise invalid(f"'{param}': server-side paths are disabled (start with --allow-server-paths, or upload "
+                      "the clip with POST /v1/audio/voices and use its id)", param=param, code="server_paths_disabled")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise invalid(f"'{param}': cannot read {path}: {e.strerror or e}", param=param, code="invalid_audio") from None
+    return ctx.voices.transient(data, what=param)
+
+
+# --- emotion ------------------------------------------------------------------------------
+
+def normalize_emotion_vector(weights: list[float]) -> tuple[float, ...]:
+    """Clamp each weight to 0-1, apply upstream's bias, and cap the sum at 0.8."""
+    vec = [min(1.0, max(0.0, w)) * b for w, b in zip(weights, EMOTION_BIAS)]
+    total = sum(vec)
+    if total > EMOTION_SUM_MAX:
+        vec = [v * EMOTION_SUM_MAX / total for v in vec]
+    return tuple(vec)
+
+
+def parse_vector(value: Any, param: str) -> tuple[float, ...]:
+    if isinstance(value, str):  # "0.1,0,0,..." as some form-based wrappers send it
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    if isinstance(value, dict):  # {"happy": 0.5, "sad": 0.2}
+        unknown = set(value) - set(EMOTIONS)
+        if unknown:
+            raise invalid(f"'{param}': unknown emotion(s) {sorted(unknown)}; use {', '.join(EMOTIONS)}", param=param)
+        value = [value.get(name, 0.0) for name in EMOTIONS]
+    if not isinstance(value, (list, tuple)) or len(value) != len(EMOTIONS):
+        raise invalid(f"'{param}' must be {len(EMOTIONS)} numbers 0-1 in the order {', '.join(EMOTIONS)}",
+                      param=param)
+    return normalize_emotion_vector([number(v, param) for v in value])
+
+
+def label_vector(label: str, strength: float, param: str) -> tuple[float, ...] | None:
+    """A one-hot (or alias) vector for a label; None for a neutral label."""
+    key = label.strip().lower()
+    if key in EMOTIONS:
+        weights = {key: 1.0}
+    elif key in EMOTION_ALIASES:
+        weights = EMOTION_ALIASES[key]
+    else:
+        raise invalid(f"'{param}': unknown emotion label {label!r}; use one of {', '.join(EMOTIONS)} "
+                      "(or give 'text' for a free description)", param=param)
+    if not weights:
+        return None
+    return normalize_emotion_vector([weights.get(name, 0.0) * strength for name in EMOTIONS])
+
+
+def parse_emotion(ctx, fields: dict) -> Emotion | None:
+    """Every spelling of emotion control (§4.3 cross-walk) -> one ``Emotion`` or None.
+
+    ``emotion`` may be an object (``vector``/``values``, ``label`` + ``strength``,
+    ``text``, ``reference``, ``alpha``/``weight``, moeru-ai's ``mode``), a label
+    string or a list of 8 weights. Flat aliases: ``emo_vector``/``emo_vec``/
+    ``emotion_vector``, ``emo_text``/``emotion_text``, ``emo_alpha``/``emo_weight``/
+    ``emotion_alpha``, ``emo_ref``/``emo_audio_prompt``/``emotion_voice``/
+    ``emo_ref_path``, ``instructions``, and index-tts-vllm's ``emo_control_method``.
+    """
+    vector = text = reference = None
+    alpha = 1.0
+    emo = fields.get("emotion")
+    if isinstance(emo, str) and emo.strip():
+        emo = {"label": emo} if emo.strip().lower() in EMOTIONS or emo.strip().lower() in EMOTION_ALIASES else {"text": emo}
+    elif isinstance(emo, (list, tuple)):
+        emo = {"vector": emo}
+    if isinstance(emo, dict):
+        mode = emo.get("mode")
+        if mode not in (None, "same_as_voice", "audio", "vector", "text"):
+            raise invalid(f"'emotion.mode' {mode!r} is not one of same_as_voice, audio, vector, text",
+                          param="emotion.mode")
+        if mode == "same_as_voice":
+            return None
+        _, vec = first(emo, "vector", "values")
+        if vec is not None:
+            vector = parse_vector(vec, "emotion.vector")
+        if emo.get("label") is not None:
+            if not isinstance(emo["label"], str):
+                raise invalid("'emotion.label' must be a string", param="emotion.label")
+            strength = number(emo.get("strength", 1.0), "emotion.strength")
+            vector = label_vector(emo["label"], strength, "emotion.label")
+        if emo.get("text") is not None:
+            if not isinstance(emo["text"], str):
+                raise invalid("'emotion.text' must be a string", param="emotion.text")
+            text = emo["text"].strip() or None
+        _, ref = first(emo, "reference", "voice", "audio")
+        if ref is not None:
+            reference = resolve_voice(ctx, ref, param="emotion.reference")
+        name, value = first(emo, "alpha", "weight")
+        if value is not None:
+            alpha = number(value, f"emotion.{name}")
+    elif emo not in (None, ""):
+        raise invalid("'emotion' must be an object, a label string or a list of 8 weights", param="emotion")
+
+    name, vec = first(fields, "emo_vector", "emo_vec", "emotion_vector")
+    if vec is not None:
+        vector = parse_vector(vec, name)
+    name, value = first(fields, "emo_text", "emotion_text")
+    if value is not None:
+        if not isinstance(value, str):
+            raise invalid(f"'{name}' must be a string", param=name)
+        text = value.strip() or text
+    if text is None and isinstance(fields.get("instructions"), str) and fields["instructions"].strip():
+        text = fields["instructions"].strip()
+    if text is None and fields.get("use_emo_text") is True:
+        text = str(fields.get("text") or fields.get("input") or "").strip() or None  # upstream: the text itself
+    name, ref = first(fields, "emo_ref", "emo_audio_prompt", "emotion_voice", "emotion_prompt", "emo_ref_path")
+    if ref is not None:
+        reference = resolve_voice(ctx, ref, param=name)
+    name, value = first(fields, "emo_alpha", "emo_weight", "emotion_alpha")
+    if value is not None:
+        alpha = number(value, name)
+
+    method = fields.get("emo_control_method")
+    if method is not None:  # index-tts-vllm v2: 0 speaker, 1 reference clip, 2 vector, 3 text
+        if method not in (0, 1, 2, 3):
+            raise invalid("'emo_control_method' must be 0 (speaker), 1 (reference audio), 2 (vector) or 3 (text)",
+                          param="emo_control_method")
+        if method == 0:
+            return None
+        vector = vector if method == 2 else None
+        reference = reference if method == 1 else None
+        if method == 3 and text is None:
+            text = str(fields.get("text") or "").strip() or None
+        text = text if method == 3 else None
+        if method == 1 and reference is None:
+            raise invalid("emo_control_method 1 needs 'emo_ref_path' (an emotion reference voice)", param="emo_ref_path")
+
+    if vector is None and text is None and reference is None:
+        return None
+    return Emotion(vector=vector, text=text, reference=reference, alpha=min(1.0, max(0.0, alpha)))
+
+
+# --- speed ----------------------------------------------------------------------------------
+
+def parse_speed(fields: dict) -> tuple[float, str | None]:
+    """``speed`` (or ``duration_factor`` = 1/speed) clamped to 0.5-2.0; returns (speed, warning or None)."""
+    name, value = first(fields, "speed", "duration_factor")
+    if value is None:
+        return 1.0, None
+    raw = number(value, name)
+    if raw <= 0:
+        raise invalid(f"'{name}' must be positive, got {raw:g}", param=name)
+    speed = 1.0 / raw if name == "duration_factor" else raw
+    clamped = min(SPEED_MAX, max(SPEED_MIN, speed))
+    if clamped != speed:
+        return clamped, f"{name} {raw:g} is outside the supported speed range {SPEED_MIN}-{SPEED_MAX}; used {clamped:g}"
+    return speed, None

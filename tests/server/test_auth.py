@@ -1,0 +1,140 @@
+"""API keys: every HTTP route but /health and the page needs a Bearer key; WebSockets also take
+``api_key``/``authorization`` query parameters and are refused with a real HTTP 401 at the upgrade."""
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from http_helpers import client_for, free_port, make_ctx, make_settings  # noqa: E402
+
+from realtime_tts.config import ConfigError  # noqa: E402
+from realtime_tts.server.auth import AuthMiddleware, auth_middleware, load_api_keys  # noqa: E402
+
+MISSING = {"error": {"message": "missing API key: send 'Authorization: Bearer <key>'",
+                     "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+INVALID = {"error": {"message": "invalid API key", "type": "invalid_request_error", "param": None,
+                     "code": "invalid_api_key"}}
+
+
+def test_keys_from_settings_and_file(tmp_path):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("# team keys\nk-file-1\n\n  k-file-2  \n")
+    settings = make_settings(tmp_path, api_keys=["k1", " "], api_keys_file=str(keys_file))
+    assert load_api_keys(settings) == ["k1", "k-file-1", "k-file-2"]
+    assert auth_middleware(make_settings(tmp_path)) == []  # no keys: no middleware, open server
+    with pytest.raises(ConfigError, match="api_keys_file: cannot read"):
+        load_api_keys(make_settings(tmp_path, api_keys_file=str(tmp_path / "missing.txt")))
+    assert make_settings(tmp_path, api_keys=["secret"]).public()["api_keys"] == "***"
+
+
+def test_http_routes_need_a_key(tmp_path):
+    ctx = make_ctx(tmp_path, api_keys=["sk-good", "sk-other"])
+    with client_for(ctx) as client:
+        for method, path in [("GET", "/v1/audio/voices"), ("POST", "/v1/audio/voices"), ("GET", "/v1/models"),
+                             ("POST", "/v1/audio/speech"), ("POST", "/tts"), ("GET", "/metrics"),
+                             ("GET", "/v1/audio/voices/x"), ("DELETE", "/v1/audio/voices/x")]:
+            r = client.request(method, path)
+            assert r.status_code == 401, (method, path)
+            assert r.json() == MISSING
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = client.request(method, path, headers={"Authorization": "Bearer sk-wrong"})
+            assert (r.status_code, r.json()) == (401, INVALID), (method, path)
+        ok = client.get("/v1/audio/voices", headers={"Authorization": "Bearer sk-other"})
+        assert ok.status_code == 200 and ok.json()["object"] == "list"
+        assert client.get("/v1/audio/voices", headers={"Authorization": "bearer sk-good"}).status_code == 200
+        assert client.get("/v1/audio/voices", headers={"X-API-Key": "sk-good"}).status_code == 200
+        # The key is never taken from the query string on plain HTTP (it would land in access logs).
+        assert client.get("/v1/audio/voices?api_key=sk-good").status_code == 401
+        # Public: the health check and the page's static files (the page asks for the key itself).
+        assert client.get("/health").status_code in (200, 503)
+        page = client.get("/")
+        assert page.status_code == 200 and "<title>realtime-tts</title>" in page.text
+        assert client.get("/static/app.js").status_code == 200
+
+
+def _ws_app(keys):
+    async def echo(ws):
+        await ws.accept()
+        await ws.send_text("hello " + ws.query_params.get("who", ""))
+        await ws.close()
+
+    return Starlette(routes=[WebSocketRoute("/ws", echo)], middleware=auth_middleware(make_settings(Path("/tmp"), api_keys=keys)))
+
+
+def test_websocket_key_sources_and_denial():
+    client = TestClient(_ws_app(["sk-ws"]))
+    for url, headers in [("/ws?api_key=sk-ws", {}), ("/ws?authorization=Bearer%20sk-ws", {}),
+                         ("/ws?authorization=sk-ws", {}), ("/ws", {"Authorization": "Bearer sk-ws"})]:
+        with client.websocket_connect(url, headers=headers) as ws:
+            assert ws.receive_text() == "hello "
+    for url in ("/ws", "/ws?api_key=nope"):
+        with pytest.raises(Exception) as info:
+            with client.websocket_connect(url):
+                pass
+        resp = info.value  # TestClient raises WebSocketDenialResponse carrying the HTTP response
+        assert resp.status_code == 401
+        assert resp.json() == (MISSING_WS if url == "/ws" else INVALID_WS)
+
+
+MISSING_WS = {"error": {**MISSING["error"], "message": MISSING["error"]["message"] + " (or the api_key query parameter)"}}
+INVALID_WS = {"error": {**INVALID["error"], "message": "invalid API key (or the api_key query parameter)"}}
+
+
+def test_websocket_without_denial_extension_closes_1008():
+    """Servers without the ASGI denial-response extension get a policy-violation close instead."""
+    sent = []
+
+    async def app(scope, receive, send):
+        raise AssertionError("must not be reached")
+
+    middleware = AuthMiddleware(app, keys=["k"])
+    messages = iter([{"type": "websocket.connect"}])
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b"", "extensions": {}}
+    asyncio.run(middleware(scope, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008,
+                     "reason": "missing API key: send 'Authorization: Bearer <key>' (or the api_key query parameter)"}]
+
+
+def test_live_uvicorn_refuses_the_upgrade_with_http_401():
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(_ws_app(["sk-live"]), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+
+        async def attempt(url, headers=None):
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                return await ws.recv()
+
+        base = f"ws://127.0.0.1:{port}/ws"
+        assert asyncio.run(attempt(base + "?who=q&api_key=sk-live")) == "hello q"
+        assert asyncio.run(attempt(base + "?who=h", {"Authorization": "Bearer sk-live"})) == "hello h"
+        with pytest.raises(websockets.InvalidStatus) as info:
+            asyncio.run(attempt(base + "?api_key=bad"))
+        assert info.value.response.status_code == 401
+        assert json.loads(info.value.response.body) == INVALID_WS
+    finally:
+        server.should_exit = True
+        thread.join(20)

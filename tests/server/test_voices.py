@@ -1,0 +1,250 @@
+"""Voice library: uploads in every format, validation errors, persistence across restarts,
+atomic storage, speaker.json import, and the per-voice conditioning LRU."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from http_helpers import client_for, encode_with_av, error_of, make_ctx, tone_wav  # noqa: E402
+
+from realtime_tts.server.voices import (ConditioningCache, VoiceLibrary, import_speaker_json,  # noqa: E402
+                                        main as voices_cli)
+
+
+def upload(client, data: bytes, filename="ref.wav", **fields):
+    return client.post("/v1/audio/voices", files={"file": (filename, data, "application/octet-stream")}, data=fields)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return make_ctx(tmp_path)
+
+
+def test_upload_list_get_audio_delete(ctx):
+    with client_for(ctx) as client:
+        assert client.get("/v1/audio/voices").json() == {"object": "list", "data": []}
+        r = upload(client, tone_wav(2.0, rate=16000), name="Alice")
+        assert r.status_code == 201, r.text
+        v = r.json()
+        assert v["id"].startswith("voice_") and v["name"] == "Alice" and v["object"] == "voice"
+        assert v["duration"] == pytest.approx(2.0, abs=1e-3) and v["sample_rate"] == 16000
+        assert v["preview_url"] == f"/v1/audio/voices/{v['id']}/audio"
+        assert v["source_filename"] == "ref.wav"
+
+        listed = client.get("/v1/audio/voices").json()
+        assert listed["object"] == "list" and [x["id"] for x in listed["data"]] == [v["id"]]
+        assert client.get(f"/v1/audio/voices/{v['id']}").json() == v
+
+        audio = client.get(v["preview_url"])
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+        assert hashlib.sha256(audio.content).hexdigest() == v["content_hash"]  # the cache key is the content
+
+        r = client.delete(f"/v1/audio/voices/{v['id']}")
+        assert r.json() == {"id": v["id"], "object": "voice", "deleted": True}
+        r = client.get(f"/v1/audio/voices/{v['id']}")
+        assert r.status_code == 404
+        assert r.json() == {"error": {
+            "message": f"voice {v['id']!r} not found; GET /v1/audio/voices lists the voices, "
+                       "POST /v1/audio/voices uploads one",
+            "type": "invalid_request_error", "param": "voice", "code": "voice_not_found"}}
+        assert client.delete(f"/v1/audio/voices/{v['id']}").status_code == 404
+        assert not list((ctx.voices.root).glob("*.wav")), "the clip file is removed with the voice"
+
+
+@pytest.mark.parametrize("fmt,codec,filename", [
+    ("mp3", "libmp3lame", "a.mp3"), ("flac", "flac", "a.flac"), ("ogg", "libopus", "a.ogg"),
+    ("webm", "libopus", "a.webm"), ("mp4", "aac", "a.m4a"),
+])
+def test_upload_accepts_common_formats(ctx, fmt, codec, filename):
+    rate = 48000 if codec == "libopus" else 22050
+    data = encode_with_av(tone_wav(1.5, rate=rate), fmt, codec)
+    with client_for(ctx) as client:
+        r = upload(client, data, filename=filename)
+        assert r.status_code == 201, r.text
+        assert r.json()["duration"] == pytest.approx(1.5, abs=0.1)
+
+
+def test_stereo_upload_is_stored_mono_at_its_rate(ctx):
+    with client_for(ctx) as client:
+        v = upload(client, tone_wav(1.0, rate=44100, channels=2), id="stereo").json()
+    assert v["id"] == "stereo" and v["sample_rate"] == 44100
+    import wave
+    with wave.open(str(ctx.voices.get("stereo").audio_path)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (1, 44100, 44100)
+
+
+def test_upload_errors(tmp_path):
+    ctx = make_ctx(tmp_path, voice_max_seconds=3.0, max_upload_bytes=200_000)
+    with client_for(ctx) as client:
+        cases = [
+            (upload(client, b"this is not audio at all" * 20), 400, "file", "invalid_audio"),
+            (upload(client, b""), 400, "file", "invalid_audio"),
+            (upload(client, tone_wav(0.2)), 400, "file", "audio_too_short"),
+            (upload(client, tone_wav(4.0, rate=8000)), 400, "file", "audio_too_long"),
+            (upload(client, tone_wav(1.0)[:44] + bytes(32000)), 400, "file", "invalid_audio"),
+            (upload(client, tone_wav(2.0), id="../evil"), 400, "id", "invalid_voice_id"),
+            (client.post("/v1/audio/voices", data={"name": "x"}), 400, "file", "invalid_content_type"),
+            (client.post("/v1/audio/voices", files={"other": ("a", b"x")}), 400, "file", "missing_file"),
+            (client.post("/v1/audio/voices", json={"file": "x"}), 400, "file", "invalid_content_type"),
+            (upload(client, tone_wav(10.0, rate=48000)), 413, None, "request_too_large"),
+        ]
+        for resp, status, param, code in cases:
+            assert resp.status_code == status, (code, resp.text)
+            err = error_of(resp)
+            assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", param, code), err
+        assert client.get("/v1/audio/voices").json()["data"] == [], "nothing was stored"
+
+        silent = error_of(upload(client, tone_wav(1.0)[:44] + bytes(32000)))
+        assert silent["message"] == "file: clip is silent"
+        short = error_of(upload(client, tone_wav(0.2)))
+        assert short["message"] == "file: clip is 0.20 s long; a reference needs at least 0.5 s"
+        garbage = error_of(upload(client, b"\x00\x01garbage" * 50))
+        assert garbage["message"].startswith("file: cannot decode audio") and "wav, mp3, m4a, ogg or flac" in garbage["message"]
+
+
+def test_duplicate_id_conflicts_and_name_lookup(ctx):
+    with client_for(ctx) as client:
+        assert upload(client, tone_wav(1.0), id="bob", name="Bob Smith").status_code == 201
+        r = upload(client, tone_wav(1.0, freq=300), id="bob")
+        assert r.status_code == 409 and error_of(r)["code"] == "voice_exists"
+    assert ctx.voices.get("Bob Smith").id == "bob"  # the display name resolves too
+    assert ctx.voices.get("nobody") is None
+
+
+def test_voices_survive_a_restart(tmp_path):
+    ctx = make_ctx(tmp_path)
+    with client_for(ctx) as client:
+        v = upload(client, tone_wav(1.2), id="keeper", name="Keeper").json()
+    again = make_ctx(tmp_path)  # a new app over the same data_dir
+    with client_for(again) as client:
+        assert client.get("/v1/audio/voices/keeper").json() == v
+    voice = again.voices.get("keeper")
+    assert hashlib.sha256(voice.audio_path.read_bytes()).hexdigest() == voice.content_hash == v["content_hash"]
+
+
+def test_crash_leftovers_are_swept_and_corrupt_metadata_ignored(tmp_path):
+    lib = VoiceLibrary(tmp_path)
+    lib.add(tone_wav(1.0), voice_id="good")
+    root = lib.root
+    (root / ".tmp-abc123").write_bytes(b"half a clip")  # a crash mid-write
+    (root / "orphan.0123456789abcdef.wav").write_bytes(tone_wav(1.0))  # clip written, metadata not
+    (root / "broken.json").write_text("{not json")
+    (root / "lost.json").write_text(json.dumps({"id": "lost", "file": "lost.ffff.wav", "content_hash": "ff"}))
+    lib2 = VoiceLibrary(tmp_path)
+    assert [m["id"] for m in lib2.list()] == ["good"]
+    assert not (root / ".tmp-abc123").exists() and not (root / "orphan.0123456789abcdef.wav").exists()
+    assert lib2.get("good").audio_path.is_file()
+
+
+def test_replacing_a_voice_keeps_one_clip(tmp_path):
+    lib = VoiceLibrary(tmp_path)
+    a = lib.add(tone_wav(1.0), voice_id="v")
+    b = lib.add(tone_wav(1.0, freq=400), voice_id="v", replace=True)
+    assert a.content_hash != b.content_hash and b.audio_path.is_file() and not a.audio_path.exists()
+    assert len(list(lib.root.glob("*.wav"))) == 1
+
+
+def test_speaker_json_import_joins_clips_and_is_idempotent(tmp_path):
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "a.wav").write_bytes(tone_wav(1.0, rate=16000))
+    (assets / "b.wav").write_bytes(tone_wav(0.5, rate=22050))
+    (assets / "c.flac").write_bytes(encode_with_av(tone_wav(1.0, rate=24000), "flac", "flac"))
+    spec = assets / "speaker.json"
+    spec.write_text(json.dumps({"jay_klee": ["a.wav", "b.wav"], "narrator": [str(assets / "c.flac")]}))
+    lib = VoiceLibrary(tmp_path / "data")
+    assert import_speaker_json(lib, spec) == [("jay_klee", "added"), ("narrator", "added")]
+    jay = lib.info("jay_klee")
+    assert jay["sample_rate"] == 16000 and jay["duration"] == pytest.approx(1.0 + 0.2 + 0.5, abs=1e-3)
+    assert import_speaker_json(lib, spec) == [("jay_klee", "unchanged"), ("narrator", "unchanged")]
+
+    spec.write_text(json.dumps({"jay_klee": ["b.wav"]}))
+    with pytest.raises(Exception, match="already exists"):
+        import_speaker_json(lib, spec)
+    assert import_speaker_json(lib, spec, replace=True) == [("jay_klee", "replaced")]
+
+    spec.write_text(json.dumps({"x": "a.wav"}))
+    with pytest.raises(Exception, match="must map each name to a list"):
+        import_speaker_json(lib, spec)
+    spec.write_text(json.dumps({"x": ["missing.wav"]}))
+    with pytest.raises(Exception, match="cannot read"):
+        import_speaker_json(lib, spec)
+
+
+def test_speaker_json_at_startup_and_cli(tmp_path, capsys):
+    (tmp_path / "a.wav").write_bytes(tone_wav(1.0))
+    spec = tmp_path / "speaker.json"
+    spec.write_text(json.dumps({"jay_klee": ["a.wav"]}))
+    ctx = make_ctx(tmp_path, speaker_json=str(spec))
+    with client_for(ctx) as client:
+        assert [v["id"] for v in client.get("/v1/audio/voices").json()["data"]] == ["jay_klee"]
+
+    data = tmp_path / "cli-data"
+    assert voices_cli(["--data-dir", str(data), "import", str(spec)]) == 0
+    assert capsys.readouterr().out == "jay_klee\tadded\n"
+    assert voices_cli(["--data-dir", str(data), "list"]) == 0
+    assert capsys.readouterr().out.startswith("jay_klee\tjay_klee\t1.0s\t")
+    assert voices_cli(["--data-dir", str(data), "delete", "jay_klee"]) == 0
+    assert voices_cli(["--data-dir", str(data), "delete", "jay_klee"]) == 1
+    assert voices_cli(["--data-dir", str(data), "add", str(tmp_path / "speaker.json")]) == 1
+    assert "cannot decode audio" in capsys.readouterr().err
+
+
+def test_conditioning_cache_lru_and_disk(tmp_path):
+    computed = []
+
+    def compute(key):
+        def f():
+            computed.append(key)
+            return np.full(3, len(computed), np.float32)
+        return f
+
+    keys = [hashlib.sha256(bytes([i])).hexdigest() for i in range(3)]
+    cache = ConditioningCache(2)
+    cache.get_or_compute(keys[0], compute(keys[0]))
+    cache.get_or_compute(keys[1], compute(keys[1]))
+    cache.get_or_compute(keys[0], compute(keys[0]))  # hit, now most recent
+    cache.get_or_compute(keys[2], compute(keys[2]))  # evicts keys[1]
+    assert computed == keys[:3] and keys[1] not in cache and keys[0] in cache and len(cache) == 2
+    assert (cache.hits, cache.misses) == (1, 3)
+
+    def dump(value, path):
+        np.save(open(path, "wb"), value)
+
+    def load(path):
+        return np.load(path)
+
+    disk = ConditioningCache(1, disk_dir=tmp_path / "cond", dump=dump, load=load, suffix=".npy")
+    disk.put(keys[0], np.arange(4, dtype=np.float32))
+    assert not list((tmp_path / "cond").glob(".tmp-*"))
+    fresh = ConditioningCache(1, disk_dir=tmp_path / "cond", dump=dump, load=load, suffix=".npy")
+    np.testing.assert_array_equal(fresh.get(keys[0]), np.arange(4, dtype=np.float32))  # survives a restart
+    (tmp_path / "cond" / f"{keys[1]}.npy").write_bytes(b"corrupt")
+    assert fresh.get(keys[1]) is None  # unreadable entries are recomputed, not fatal
+    with pytest.raises(ValueError, match="content hashes"):
+        fresh.get("../etc/passwd")
+    with pytest.raises(ValueError, match="go together"):
+        ConditioningCache(2, disk_dir=tmp_path)
+
+
+def test_inline_clips_are_stored_by_hash_and_pruned(tmp_path, monkeypatch):
+    import realtime_tts.server.voices as voices_mod
+
+    monkeypatch.setattr(voices_mod, "MAX_INLINE", 2)
+    lib = VoiceLibrary(tmp_path)
+    a = lib.transient(tone_wav(1.0, freq=100))
+    assert lib.transient(tone_wav(1.0, freq=100)) == a  # same content, same voice
+    assert a.id == "inline-" + a.content_hash[:12] and a.audio_path.parent == lib.inline_dir
+    import os
+    os.utime(a.audio_path, (1, 1))  # the oldest
+    b = lib.transient(tone_wav(1.0, freq=200))
+    c = lib.transient(tone_wav(1.0, freq=300))
+    assert not a.audio_path.exists() and b.audio_path.exists() and c.audio_path.exists()
+    assert lib.list() == []  # never listed
+    with pytest.raises(Exception, match="clip is silent"):
+        lib.transient(tone_wav(1.0)[:44] + bytes(32000))

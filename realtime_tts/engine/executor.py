@@ -73,7 +73,7 @@ def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
 class Executor(ABC):
     """The contract between the server and whatever runs the engine."""
 
-    engine: Engine
+    engine: Engine | None  # None until the app's lifespan has loaded it
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -98,7 +98,7 @@ class Executor(ABC):
 class SerialExecutor(Executor):
     """One worker thread, one segment at a time, round-robin across owners."""
 
-    def __init__(self, engine: Engine, *, max_queue: int = 256) -> None:
+    def __init__(self, engine: Engine | None, *, max_queue: int = 256) -> None:
         self.engine = engine
         self.max_queue = max_queue
         self._queues: collections.OrderedDict[str, collections.deque[SynthesisJob]] = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Settings
 from ..engine.executor import Executor
@@ -19,6 +19,10 @@ class ServerContext:
     voices: Any = None  # realtime_tts.server.voices.VoiceLibrary once the app is built
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     devices: dict = field(default_factory=dict)  # device_id -> live xiaozhi session (control API)
+    # Slow engines (IndexTTS2) load in the app's lifespan so /health can answer 503 meanwhile:
+    # the executor then starts with engine=None and this loader fills it in.
+    load_engine: Callable[[], Any] | None = None
+    engine_name: str = ""  # what /health reports while load_engine is still running
 
     @property
     def engine(self):

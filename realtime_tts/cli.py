@@ -1,0 +1,228 @@
+"""``realtime-tts``: serve, say, download, voices, bench."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import config
+
+log = logging.getLogger("realtime_tts")
+
+DESCRIPTION = """\
+Streaming text-to-speech server for voice agents: IndexTTS2 voice cloning with emotion
+and speed control, streamed sentence by sentence over WebSocket (xiaozhi devices, LLM
+agents) and an OpenAI-compatible HTTP API, all on one port."""
+
+EPILOG = """\
+examples:
+  realtime-tts serve                          # http://127.0.0.1:8000, engine chosen automatically
+  realtime-tts serve --host 0.0.0.0 --engine indextts2 --checkpoints /models/IndexTTS-2
+  realtime-tts say "Hello there. 你好。" --out hello.wav
+  realtime-tts download --dir checkpoints     # fetch the IndexTTS-2 weights (~6 GB)
+run 'realtime-tts COMMAND --help' for every option of a command."""
+
+
+def _urls(host: str, port: int) -> list[str]:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    ws = f"ws://{shown}:{port}"
+    return [
+        f"  browser page     {base}/",
+        f"  health           {base}/health",
+        f"  OpenAI speech    POST {base}/v1/audio/speech",
+        f"  agent stream     {ws}/v1/tts/stream",
+        f"  xiaozhi device   {ws}/xiaozhi/v1/",
+        f"  metrics          {base}/metrics",
+    ]
+
+
+def _choose(settings) -> "EngineChoice":  # noqa: F821
+    from .engine.select import choose_engine
+
+    return choose_engine(settings.engine, settings.checkpoints)
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .engine.executor import SerialExecutor
+    from .engine.select import load_engine
+    from .server.app import create_app
+    from .server.context import ServerContext
+    from .server.logging import configure_logging
+    from .server.voices import VoiceLibrary
+
+    settings = config.load_settings(args)
+    configure_logging(settings.log_format)
+    choice = _choose(settings)
+    print(f"realtime-tts: engine {choice.name} ({choice.reason})", flush=True)
+    print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
+    print("\n".join(_urls(settings.host, settings.port)), flush=True)
+    ctx = ServerContext(settings=settings, executor=SerialExecutor(None, max_queue=settings.max_queue))
+    ctx.engine_name = choice.name
+    ctx.load_engine = lambda: load_engine(choice, checkpoints=settings.checkpoints, device=settings.device)
+    ctx.voices = VoiceLibrary.from_settings(settings)
+    uvicorn.run(create_app(ctx), host=settings.host, port=settings.port, log_config=None,
+                ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
+    return 0
+
+
+# --- say -----------------------------------------------------------------------------------
+
+def _voice_from_file(path: Path):
+    from .engine.base import Voice
+
+    if not path.is_file():
+        raise config.ConfigError(f"--voice: no such file: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Voice(id=path.stem, audio_path=path, content_hash=digest, name=path.stem)
+
+
+def _emotion(args: argparse.Namespace):
+    from .engine.base import EMOTIONS, Emotion
+
+    if args.emotion_vector:
+        try:
+            weights = tuple(float(x) for x in args.emotion_vector.split(","))
+        except ValueError:
+            raise config.ConfigError("--emotion-vector: expected 8 comma-separated numbers") from None
+        if len(weights) != len(EMOTIONS):
+            raise config.ConfigError(f"--emotion-vector: expected {len(EMOTIONS)} weights ({', '.join(EMOTIONS)}),"
+                                     f" got {len(weights)}")
+        return Emotion(vector=weights, alpha=args.emotion_alpha)
+    if args.emotion_text:
+        return Emotion(text=args.emotion_text, alpha=args.emotion_alpha)
+    if args.emotion_audio:
+        return Emotion(reference=_voice_from_file(Path(args.emotion_audio)), alpha=args.emotion_alpha)
+    return None
+
+
+def run_say(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .audio.containers import wav_bytes
+    from .engine.base import SPEED_MAX, SPEED_MIN, CancelToken, SynthesisOptions
+    from .engine.select import load_engine
+    from .text.segment import split_text
+
+    settings = config.load_settings(args)
+    text = sys.stdin.read() if args.text == "-" else args.text
+    segments = split_text(text, max_chars=settings.max_segment_chars)
+    if not segments:
+        raise config.ConfigError("nothing to say: the text has no letters or digits")
+    if not SPEED_MIN <= args.speed <= SPEED_MAX:
+        raise config.ConfigError(f"--speed must be within {SPEED_MIN}-{SPEED_MAX}, got {args.speed}")
+    options = SynthesisOptions(voice=_voice_from_file(Path(args.voice)) if args.voice else None,
+                               emotion=_emotion(args), speed=args.speed)
+    choice = _choose(settings)
+    print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
+    engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device)
+    try:
+        silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
+        parts, started, audio_s = [], time.monotonic(), 0.0
+        for i, segment in enumerate(segments, 1):
+            t0 = time.monotonic()
+            audio = engine.synthesize(segment, options, CancelToken())
+            audio_s += audio.duration
+            print(f"[{i}/{len(segments)}] {audio.duration:5.2f} s audio in {time.monotonic() - t0:5.2f} s: {segment}",
+                  file=sys.stderr, flush=True)
+            parts += [audio.pcm, silence] if i < len(segments) else [audio.pcm]
+    finally:
+        engine.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(wav_bytes(np.concatenate(parts), engine.sample_rate))
+    elapsed = time.monotonic() - started
+    print(f"wrote {out} ({audio_s:.2f} s of speech, real-time factor {elapsed / max(audio_s, 1e-9):.2f})",
+          file=sys.stderr)
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="realtime-tts", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (HTTP + WebSocket on one port)",
+                           description="Run the server. Every option can also come from a TOML file "
+                                       "(--config) or an environment variable; flags win.")
+    _engine_flags(serve)
+    serve.set_defaults(func=run_serve)
+
+    say = sub.add_parser("say", help="synthesize text to a WAV file offline (same engine as serve)",
+                         description="Synthesize TEXT ('-' reads stdin) into a WAV file, sentence by sentence.")
+    say.add_argument("text", metavar="TEXT", help="what to say; '-' reads it from stdin")
+    say.add_argument("--out", "-o", required=True, help="output WAV file")
+    say.add_argument("--voice", help="reference clip to clone (wav, mp3, flac, ogg, m4a)")
+    say.add_argument("--speed", type=float, default=1.0, help="0.5-2.0 (default 1.0)")
+    say.add_argument("--emotion-vector", help="8 comma-separated weights: happy,angry,sad,afraid,disgusted,"
+                                              "melancholic,surprised,calm")
+    say.add_argument("--emotion-text", help="describe the emotion in words (IndexTTS2's Qwen emotion model)")
+    say.add_argument("--emotion-audio", help="emotion reference clip")
+    say.add_argument("--emotion-alpha", type=float, default=1.0, help="emotion strength 0-1 (default 1.0)")
+    _engine_flags(say)
+    say.set_defaults(func=run_say)
+
+    from .engine.download import add_download_parser
+
+    add_download_parser(sub)
+
+    voices = sub.add_parser("voices", help="manage the voice library (list, add, import speaker.json, delete)",
+                            add_help=False)
+    voices.add_argument("rest", nargs=argparse.REMAINDER)
+    voices.set_defaults(func=run_voices)
+
+    bench = sub.add_parser("bench", help="benchmark the engine on this machine (not a test)", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=run_bench)
+    return parser
+
+
+def run_voices(args: argparse.Namespace) -> int:
+    from .server.voices import main as voices_main
+
+    return voices_main(args.rest)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    # The benchmark lives with the other benchmarks in the source tree, not in the package.
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench" / "pipeline.py"
+    if not path.is_file():
+        print(f"realtime-tts bench needs a source checkout ({path} not found)", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("realtime_tts_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args.rest) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .engine.checkpoints import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (config.ConfigError, CheckpointError) as e:
+        print(f"realtime-tts: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

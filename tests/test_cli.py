@@ -1,0 +1,107 @@
+"""The ``realtime-tts`` command line: say, serve, engine choice, help."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import wave
+from pathlib import Path
+
+import pytest
+
+from realtime_tts.cli import build_parser, main
+from realtime_tts.engine.select import choose_engine
+
+CLI = [sys.executable, "-m", "realtime_tts"]
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "say", "download", "voices", "bench"):
+        assert command in out
+
+
+def test_serve_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--engine", "--checkpoints", "--api-keys", "--data-dir", "--config"):
+        assert flag in out
+    assert "REALTIME_TTS_PORT" in out  # the environment variable is named next to the flag
+
+
+def test_say_writes_a_wav_with_both_languages(tmp_path, capsys):
+    out = tmp_path / "hello.wav"
+    assert main(["say", "Hello there. 你好，世界。", "--out", str(out), "--engine", "espeak"]) == 0
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 22050 and w.getnchannels() == 1
+        seconds = w.getnframes() / w.getframerate()
+    assert seconds > 1.0
+    err = capsys.readouterr().err
+    assert "[1/2]" in err and "[2/2]" in err and "engine espeak" in err
+
+
+def test_say_rejects_bad_input(tmp_path, capsys):
+    out = str(tmp_path / "x.wav")
+    assert main(["say", "...", "--out", out, "--engine", "espeak"]) == 2
+    assert "nothing to say" in capsys.readouterr().err
+    assert main(["say", "hi", "--out", out, "--engine", "espeak", "--speed", "9"]) == 2
+    assert "--speed" in capsys.readouterr().err
+    assert main(["say", "hi", "--out", out, "--engine", "espeak", "--voice", str(tmp_path / "nope.wav")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_missing_weights_name_the_download_command(tmp_path, capsys):
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    rc = main(["say", "hi", "--out", str(tmp_path / "x.wav"), "--engine", "indextts2", "--checkpoints", str(empty)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "gpt.pth" in err and f"realtime-tts download --dir {empty}" in err
+
+
+def test_auto_falls_back_to_espeak_and_says_why(tmp_path):
+    choice = choose_engine("auto", tmp_path)
+    assert choice.name == "espeak"
+    assert "realtime-tts download" in choice.reason
+    assert choose_engine("espeak", tmp_path).name == "espeak"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_prints_urls_and_reports_health(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "REALTIME_TTS_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--engine", "auto", "--checkpoints",
+                             str(tmp_path / "none")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    health = json.load(r)
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        assert health is not None, "the server never answered /health"
+        assert health["ready"] is True and health["engine"] == "espeak"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert "engine espeak" in output
+    assert f"ws://127.0.0.1:{port}/xiaozhi/v1/" in output and f"http://127.0.0.1:{port}/v1/audio/speech" in output
+    assert proc.returncode == 0, output

@@ -111,9 +111,10 @@ def _convert(name: str, type_: Any, raw: Any) -> Any:
             return Path(raw)
         if type_ in (int, float, str):
             return type_(raw)
-        if isinstance(raw, str):  # lists / dicts from the environment or CLI are JSON
-            return json.loads(raw)
-        return raw
+        value = json.loads(raw) if isinstance(raw, str) else raw  # env / CLI lists and dicts are JSON
+        if type_ in (list, dict) and not isinstance(value, type_):
+            raise ValueError(f"expected a JSON {'array' if type_ is list else 'object'}")
+        return value
     except (ValueError, TypeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{name}: cannot use {raw!r} ({e})") from None
 

@@ -19,28 +19,24 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Emotion, Voice
+from ..model.emotion import XIAOZHI_EMOTION_MAP, label_to_vector
+from ..model.emotion import normalize_emotion_vector as normalize_emotion
 from .http_errors import ApiError, invalid
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                  "verse", "marin", "cedar")
 
-# Upstream de-emphasizes emotions that tend to sound strange, then caps the total at 0.8
-# (IndexTTS2 ``normalize_emo_vec``, applied by its web UI before inference).
-EMOTION_BIAS = (0.9375, 0.875, 1.0, 1.0, 0.9375, 0.9375, 0.6875, 0.5625)
-EMOTION_SUM_MAX = 0.8
-
-# Labels beyond the eight (xiaozhi ``llm.emotion`` names, protocols.md §5.1 item 10) -> weights.
-EMOTION_ALIASES: dict[str, dict[str, float]] = {
-    **{name: {"happy": 1.0} for name in ("laughing", "funny", "loving", "kissy", "winking", "cool",
-                                          "confident", "delicious", "silly", "joyful", "excited")},
-    "crying": {"sad": 1.0},
-    "scared": {"afraid": 1.0}, "fearful": {"afraid": 1.0}, "fear": {"afraid": 1.0},
-    "shocked": {"afraid": 0.5, "surprised": 0.5},
-    "embarrassed": {"afraid": 0.4},
-    "disgust": {"disgusted": 1.0}, "depressed": {"melancholic": 1.0}, "low": {"melancholic": 1.0},
-    **{name: {"calm": 1.0} for name in ("relaxed", "sleepy", "thinking", "confused")},
-    "neutral": {},
+# Labels beyond the eight and the xiaozhi ``llm.emotion`` names (XIAOZHI_EMOTION_MAP) -> weights.
+EXTRA_LABELS: dict[str, tuple[float, ...]] = {
+    **{name: label_to_vector("happy") for name in ("joyful", "excited")},
+    **{name: label_to_vector("afraid") for name in ("scared", "fearful", "fear")},
+    "disgust": label_to_vector("disgusted"),
+    **{name: label_to_vector("melancholic") for name in ("depressed", "low")},
 }
+
+
+def _is_label(key: str) -> bool:
+    return key in EMOTIONS or key in XIAOZHI_EMOTION_MAP or key in EXTRA_LABELS
 
 
 # --- bodies -----------------------------------------------------------------------------
@@ -212,12 +208,8 @@ def _server_path(ctx, path: str, param: str) -> Voice:
 # --- emotion ------------------------------------------------------------------------------
 
 def normalize_emotion_vector(weights: list[float]) -> tuple[float, ...]:
-    """Clamp each weight to 0-1, apply upstream's bias, and cap the sum at 0.8."""
-    vec = [min(1.0, max(0.0, w)) * b for w, b in zip(weights, EMOTION_BIAS)]
-    total = sum(vec)
-    if total > EMOTION_SUM_MAX:
-        vec = [v * EMOTION_SUM_MAX / total for v in vec]
-    return tuple(vec)
+    """Clamp each weight to 0-1, then damp it like the official web UI (bias, sum capped at 0.8)."""
+    return tuple(normalize_emotion(min(1.0, max(0.0, w)) for w in weights))
 
 
 def parse_vector(value: Any, param: str) -> tuple[float, ...]:
@@ -235,18 +227,20 @@ def parse_vector(value: Any, param: str) -> tuple[float, ...]:
 
 
 def label_vector(label: str, strength: float, param: str) -> tuple[float, ...] | None:
-    """A one-hot (or alias) vector for a label; None for a neutral label."""
+    """The weights for a label times ``strength``; None for a neutral label (the voice's own emotion)."""
     key = label.strip().lower()
     if key in EMOTIONS:
-        weights = {key: 1.0}
-    elif key in EMOTION_ALIASES:
-        weights = EMOTION_ALIASES[key]
+        weights = label_to_vector(key)
+    elif key in XIAOZHI_EMOTION_MAP:
+        weights = XIAOZHI_EMOTION_MAP[key]
+    elif key in EXTRA_LABELS:
+        weights = EXTRA_LABELS[key]
     else:
         raise invalid(f"'{param}': unknown emotion label {label!r}; use one of {', '.join(EMOTIONS)} "
                       "(or give 'text' for a free description)", param=param)
-    if not weights:
+    if weights is None:
         return None
-    return normalize_emotion_vector([weights.get(name, 0.0) * strength for name in EMOTIONS])
+    return normalize_emotion_vector([w * strength for w in weights])
 
 
 def parse_emotion(ctx, fields: dict) -> Emotion | None:
@@ -263,7 +257,7 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
     alpha = 1.0
     emo = fields.get("emotion")
     if isinstance(emo, str) and emo.strip():
-        emo = {"label": emo} if emo.strip().lower() in EMOTIONS or emo.strip().lower() in EMOTION_ALIASES else {"text": emo}
+        emo = {"label": emo} if _is_label(emo.strip().lower()) else {"text": emo}
     elif isinstance(emo, (list, tuple)):
         emo = {"vector": emo}
     if isinstance(emo, dict):

@@ -75,7 +75,7 @@ def is_chinese(text: str) -> bool:
 
 
 def correct_pinyin(syllable: str) -> str:
-    """j/q/x followed by u/ü is written with v and upper-cased (ju4 -> JV4, xun2 -> XVN2)."""
+    """j/q/x + u/ü is written with v (ju4 -> JV4, xun2 -> XVN2); any j/q/x syllable is upper-cased."""
     if syllable[0] not in "jqxJQX":
         return syllable
     return JQX_U.sub(r"\g<1>v\g<2>\g<3>", syllable).upper()

@@ -12,6 +12,9 @@ its output). Reproduced quirks:
   closing segment AND starts the next one - it is duplicated (upstream advances a copy of the
   loop index, not the loop itself);
 * a comma anywhere in the running segment re-splits it on commas at once; likewise "-".
+One deliberate difference: upstream appends that quote even to a segment already at the limit
+(giving limit + 1 tokens, which at the GPT's 600-token maximum overflows its text positions);
+here the quote is then left to the next segment only, so no segment ever exceeds the limit.
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ class TextTokenizer:
                        quick_streaming_tokens: int = 0) -> list[list[str]]:
         return split_segments(tokens, max_text_tokens_per_segment, quick_streaming_tokens)
 
+    def segment_ids(self, text: str, max_text_tokens_per_segment: int = 120,
+                    quick_streaming_tokens: int = 0) -> list[list[int]]:
+        """The official per-segment GPT input: normalise, tokenise, segment, map to ids."""
+        pieces = self.tokenize(text)
+        segs = split_segments(pieces, max_text_tokens_per_segment, quick_streaming_tokens)
+        return [self.convert_tokens_to_ids(s) for s in segs]
+
 
 def split_segments(tokens: Sequence[str], max_text_tokens_per_segment: int = 120,
                    quick_streaming_tokens: int = 0) -> list[list[str]]:
@@ -96,7 +106,7 @@ def _split(tokens: list[str], enders: Sequence[str], limit: int, quick: int) -> 
             pieces.extend(_split(cur, ("-",), limit, quick))
         elif len(cur) <= limit:
             if tok in enders and len(cur) > 2:
-                if i + 1 < len(tokens) and tokens[i + 1] in QUOTES:
+                if i + 1 < len(tokens) and tokens[i + 1] in QUOTES and len(cur) < limit:
                     cur.append(tokens[i + 1])  # and it still starts the next piece (quirk)
                 pieces.append(cur)
                 cur = []

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from realtime_tts.engine.base import CancelToken, Cancelled
-from realtime_tts.model.gpt import GPTConfig, SamplingParams, UnifiedVoice, generate, remove_long_silence
+from realtime_tts.model.gpt import (GPTConfig, SamplingParams, UnifiedVoice, codes_for_speed, generate,
+                                   remove_long_silence)
 from realtime_tts.model.gpt.decode import top_k_filter, top_p_filter
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "gpt"
@@ -121,6 +122,33 @@ def test_runaway_guard_caps_short_texts(model, cond):
     assert SamplingParams().code_budget(4) == 200  # 100 + 25 per token
     out = generate(model, cond, [TEXTS[2]], p, generator=torch.Generator().manual_seed(0))
     assert out.codes[0].numel() <= 5
+
+
+@pytest.mark.parametrize("mode", ["beam_sample", "sample", "greedy"])
+def test_target_codes_gives_exact_length(model, cond, mode):
+    stop = model.cfg.stop_mel_token
+    free = generate(model, cond, TEXTS[:1], SamplingParams(mode="greedy", max_mel_tokens=60, runaway_guard=False))
+    assert free.stopped[0]
+    n = free.codes[0].numel()
+    for target in (max(1, n // 2), n + 7):  # shorter and longer than the free-running result
+        p = SamplingParams(mode=mode, max_mel_tokens=60, target_codes=target)
+        out = generate(model, cond, TEXTS[:2], p, generator=torch.Generator().manual_seed(0))
+        for c in out.codes:
+            assert c.numel() == target and stop not in c.tolist()
+    # the greedy prefix is unchanged up to where the free run stopped
+    fixed = generate(model, cond, TEXTS[:1], SamplingParams(mode="greedy", max_mel_tokens=60, target_codes=n + 7))
+    assert fixed.codes[0][:n].tolist() == free.codes[0].tolist()
+
+
+def test_codes_for_speed():
+    assert codes_for_speed(100, 1.0) == 100
+    assert codes_for_speed(100, 2.0) == 50
+    assert codes_for_speed(100, 0.5) == 200
+    assert codes_for_speed(1, 4.0) == 1
+    with pytest.raises(ValueError, match="speed"):
+        codes_for_speed(100, 0.0)
+    with pytest.raises(ValueError, match="target_codes"):
+        SamplingParams(max_mel_tokens=50, target_codes=51)
 
 
 def test_bad_inputs_are_named(model, cond):

@@ -70,6 +70,21 @@ def test_state_dict_layout_is_official(model):
     assert torch.equal(ours["conditioning_encoder.embed.pos_enc.pe"], official["conditioning_encoder.embed.pos_enc.pe"].float())
 
 
+def test_full_size_layout_is_official():
+    """GPTConfig.full() builds exactly the official full-size state dict (665 keys, names, shapes)."""
+    full = json.loads((FIX / "full_shapes.json").read_text(encoding="utf-8"))
+    cfg, off = GPTConfig.full(), full["config"]
+    for k in ("layers", "model_dim", "heads", "max_text_tokens", "max_mel_tokens", "number_text_tokens",
+              "number_mel_codes", "start_mel_token", "stop_mel_token", "start_text_token", "stop_text_token"):
+        assert getattr(cfg, k) == off[k], k
+    with torch.device("meta"):
+        model = UnifiedVoice(cfg)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert len(ours) == 665
+    assert ours == full["shapes"]
+    assert sum(p.numel() for p in model.parameters()) == 865_980_639
+
+
 def test_conditioning_and_emotion(model, gold, meta):
     with torch.inference_mode():
         close(model.speaker_latents(gold["spk_feats"]), gold["spk_latents"])

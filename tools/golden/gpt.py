@@ -12,6 +12,10 @@ Writes into the output folder:
   tiny_gpt.safetensors  official UnifiedVoice state dict at a tiny config (fp16-exact values,
                         stored as fp16; official key layout)
   gpt_golden.safetensors + gpt_golden.json   inputs and outputs of the official model
+  full_shapes.json      key -> shape of the FULL official UnifiedVoice (checkpoints/config.yaml,
+                        built on the meta device) and the config's gpt section
+
+``--only full-shapes`` rewrites just full_shapes.json.
 """
 
 from __future__ import annotations
@@ -263,14 +267,31 @@ def gpt_golden(out: Path, text_ids: dict) -> None:
     (out / "gpt_golden.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
+def full_shapes(out: Path) -> None:
+    """The full-size state-dict layout, so CI can check strict-load compatibility without weights."""
+    import yaml
+    from indextts.gpt.model_v2 import UnifiedVoice
+
+    repo = Path(sys.modules["indextts"].__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "checkpoints" / "config.yaml").read_text(encoding="utf-8"))["gpt"]
+    with torch.device("meta"):
+        model = UnifiedVoice(**cfg)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    (out / "full_shapes.json").write_text(json.dumps({"config": cfg, "shapes": shapes}, indent=0), encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="tests/fixtures/gpt")
+    ap.add_argument("--only", choices=["all", "full-shapes"], default="all")
     args = ap.parse_args()
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        sys.exit("run with PYTHONHASHSEED=0 (the official normaliser iterates over sets)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    full_shapes(out)
+    if args.only == "full-shapes":
+        return
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        sys.exit("run with PYTHONHASHSEED=0 (the official normaliser iterates over sets)")
     res = text_golden(out)
     (out / "text_frontend.json").write_text(json.dumps(res, indent=1, ensure_ascii=False), encoding="utf-8")
     gpt_golden(out, res["gpt_text_ids"])

@@ -1,7 +1,7 @@
 """IndexTTS2 text-to-semantic GPT (UnifiedVoice v2), weight-compatible with ``gpt.pth``."""
 
 from .config import ConformerConfig, GPTConfig
-from .decode import Generation, SamplingParams, generate, remove_long_silence
+from .decode import Generation, SamplingParams, codes_for_speed, generate, remove_long_silence
 from .gpt2 import KVCache
 from .unified_voice import UnifiedVoice, mel_position
 
@@ -12,6 +12,7 @@ __all__ = [
     "KVCache",
     "SamplingParams",
     "UnifiedVoice",
+    "codes_for_speed",
     "generate",
     "mel_position",
     "remove_long_silence",

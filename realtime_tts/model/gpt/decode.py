@@ -15,6 +15,14 @@ Three modes:
 Faithful details: the repetition penalty sees every id "so far", including the dummy prompt ids
 1 and ``start_mel`` that the official generate() is fed; the fed-back code k sits at mel position
 k+2 (``hf_position_quirk``).
+
+Memory: one KV cache for prompt + code budget is allocated before the prefill; each step writes
+one slot per row in place. The decode-step inputs (codes, positions, slots) are [rows] tensors
+updated in place, so a step has fixed shapes; beam search reorders cache rows between steps.
+
+Duration control (``target_codes``, not official): the v2 checkpoint has no duration input (its
+two speed slots are constant), so the decoder itself is constrained: the stop token is masked
+until exactly ``target_codes`` codes exist, and generation ends there.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class SamplingParams:
     runaway_base: int = 100
     runaway_per_token: int = 25
     hf_position_quirk: bool = True
+    target_codes: int | None = None  # duration control: exactly this many codes (see module doc)
 
     def __post_init__(self) -> None:
         if self.mode not in ("beam_sample", "sample", "greedy"):
@@ -68,17 +77,30 @@ class SamplingParams:
             raise ValueError("repetition_penalty must be > 0")
         if self.max_mel_tokens < 1:
             raise ValueError("max_mel_tokens must be >= 1")
+        if self.target_codes is not None and not 1 <= self.target_codes <= self.max_mel_tokens:
+            raise ValueError(f"target_codes must be in [1, max_mel_tokens={self.max_mel_tokens}]")
 
     def code_budget(self, text_tokens: int) -> int:
+        if self.target_codes is not None:
+            return self.target_codes
         if not self.runaway_guard:
             return self.max_mel_tokens
         return min(self.max_mel_tokens, self.runaway_base + self.runaway_per_token * text_tokens)
 
 
+def codes_for_speed(natural_codes: int, speed: float) -> int:
+    """Target code count for a speaking-rate factor: ``speed`` 2.0 halves the duration."""
+    if natural_codes < 1:
+        raise ValueError("natural_codes must be >= 1")
+    if not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
+    return max(1, round(natural_codes / speed))
+
+
 @dataclass
 class Generation:
-    codes: list[torch.Tensor]  # per request, stop token excluded
-    stopped: list[bool]  # False: the code budget ran out before a stop token
+    codes: list[torch.Tensor]  # per request, [L_i] long, stop token excluded
+    stopped: list[bool]  # False: the code budget (or target_codes) ended it, not a stop token
 
 
 # ---- logits processors (same arithmetic as transformers 4.52) --------------------------
@@ -177,16 +199,40 @@ def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tens
     seen = torch.zeros(rows, cfg.number_mel_codes, dtype=torch.bool, device=emb.device)
     seen[:, 1] = True  # the dummy prompt ids of the official generate()
     seen[:, cfg.start_mel_token] = True
+    step_in = StepInputs(lengths, params.hf_position_quirk)
     run = _beam_sample if beams > 1 else _single
-    return run(model, logits, seen, lengths, cache, budgets, params, cancel, generator)
+    return run(model, logits, seen, step_in, cache, budgets, params, cancel, generator)
 
 
-def _feed(model, tokens, step, lengths, cache, params):
-    pos = torch.full_like(tokens, mel_position(step, params.hf_position_quirk))
-    return model.decode_step(tokens, pos, lengths + step, cache)
+class StepInputs:
+    """Position and cache-slot inputs of the decode step, [rows] each, updated in place.
+
+    Code k of every row is embedded at mel position ``mel_position(k)`` and written into cache
+    slot ``prompt_length + k`` of its row.
+    """
+
+    def __init__(self, prompt_lengths: torch.Tensor, hf_quirk: bool):
+        self.slots = prompt_lengths.clone()
+        self.positions = torch.empty_like(prompt_lengths)
+        self.hf_quirk = hf_quirk
+        self.max_prompt = int(prompt_lengths.max())
+
+    def feed(self, model: UnifiedVoice, tokens: torch.Tensor, step: int, cache) -> torch.Tensor:
+        """Run code ``step`` of every row [rows] -> logits [rows, V]."""
+        self.positions.fill_(mel_position(step, self.hf_quirk))
+        logits = model.decode_step(tokens, self.positions, self.slots, cache)
+        self.slots += 1
+        return logits
 
 
-def _single(model, logits, seen, lengths, cache, budgets, params, cancel, generator) -> Generation:
+def _raw_scores(logits: torch.Tensor, stop: int, params: SamplingParams) -> torch.Tensor:
+    scores = logits.float()
+    if params.target_codes is not None:
+        scores[:, stop] = float("-inf")  # duration control: the budget is the only way out
+    return scores
+
+
+def _single(model, logits, seen, step_in, cache, budgets, params, cancel, generator) -> Generation:
     cfg = model.cfg
     stop = cfg.stop_mel_token
     b = logits.size(0)
@@ -194,10 +240,11 @@ def _single(model, logits, seen, lengths, cache, budgets, params, cancel, genera
     live = torch.ones(b, dtype=torch.bool, device=logits.device)
     stopped = torch.zeros_like(live)
     budget = torch.tensor(budgets, device=logits.device)
+    row_ids = torch.arange(b, device=seen.device)
     for step in range(max(budgets)):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        scores = logits.float()
+        scores = _raw_scores(logits, stop, params)
         if params.mode == "greedy":
             tokens = repetition_penalty(scores, seen, params.repetition_penalty).argmax(-1)
         else:
@@ -205,19 +252,19 @@ def _single(model, logits, seen, lengths, cache, budgets, params, cancel, genera
             tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         tokens = torch.where(live, tokens, stop)  # finished rows are padded with the stop id
         history[:, step] = tokens
-        seen[torch.arange(b, device=seen.device), tokens] = True
+        seen[row_ids, tokens] = True
         stopped |= live & (tokens == stop)
         live &= (tokens != stop) & (step + 1 < budget)
         if not bool(live.any()):
             break
-        logits = _feed(model, tokens, step, lengths, cache, params)
+        logits = step_in.feed(model, tokens, step, cache)
     codes = []
     for row in history.tolist():
         codes.append(torch.tensor(row[: row.index(stop)] if stop in row else row, dtype=torch.long))
     return Generation(codes, stopped.tolist())
 
 
-def _beam_sample(model, logits, seen, lengths, cache, budgets, params, cancel, generator) -> Generation:
+def _beam_sample(model, logits, seen, step_in, cache, budgets, params, cancel, generator) -> Generation:
     cfg = model.cfg
     stop = cfg.stop_mel_token
     nb = params.num_beams
@@ -231,10 +278,11 @@ def _beam_sample(model, logits, seen, lengths, cache, budgets, params, cancel, g
     hyps = [Hypotheses(nb, params.length_penalty) for _ in range(b)]
     done = [False] * b
     n_cand = 2 * nb  # max(2, 1 + number of stop ids) * beams
+    row_ids = torch.arange(rows, device=device)
     for step in range(max(budgets)):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        scores = process(F.log_softmax(logits.float(), dim=-1), seen, params, min_keep=2)
+        scores = process(F.log_softmax(_raw_scores(logits, stop, params), dim=-1), seen, params, min_keep=2)
         total = (scores + beam_scores[:, None]).view(b, nb * vocab)
         cand = torch.multinomial(total.softmax(-1), n_cand, generator=generator)
         cand_scores = torch.gather(total, -1, cand)
@@ -269,8 +317,8 @@ def _beam_sample(model, logits, seen, lengths, cache, budgets, params, cancel, g
         history = history[next_rows]
         history[:, step] = tokens
         seen = seen[next_rows]
-        seen[torch.arange(rows, device=device), tokens] = True
-        cache.reorder(next_rows, int(lengths.max()) + step)
+        seen[row_ids, tokens] = True
+        cache.reorder(next_rows, step_in.max_prompt + step)
         for i in range(b):  # requests whose budget ends here keep their live beams as candidates
             if not done[i] and step + 1 >= budgets[i]:
                 live = history[i * nb:(i + 1) * nb, : step + 1].tolist()
@@ -279,7 +327,7 @@ def _beam_sample(model, logits, seen, lengths, cache, budgets, params, cancel, g
                 done[i] = True
         if all(done):
             break
-        logits = _feed(model, tokens, step, lengths, cache, params)
+        logits = step_in.feed(model, tokens, step, cache)
     codes, stopped = [], []
     for h in hyps:
         _, c, s = h.best()

@@ -5,8 +5,9 @@ Names match the Hugging Face ``GPT2Model`` state dict the official checkpoint st
 ``gpt.``: ``h.N.ln_1``, ``h.N.attn.c_attn`` (a transposed ``Conv1D`` weight [C, 3C]) and so on.
 
 The cache is allocated once per generation: ``[layers, rows, heads, max_len, head_dim]`` for K and
-for V. Every row has its own write slots, so rows of different prompt lengths decode together and
-a decode step always has the same shapes (good for CUDA graphs).
+for V. Every row has its own write slots, so rows of different prompt lengths decode together.
+A decode step reads the whole cache under a mask, so its shapes never change (CUDA-graph
+friendly); a prefill reads only the slots it writes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class KVCache:
                  device: torch.device | str, dtype: torch.dtype):
         self.k = torch.zeros(layers, rows, heads, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
-        self.rows_index = torch.arange(rows, device=device)
+        self.rows = torch.arange(rows, device=device)[:, None]  # [R, 1], row index for slot writes
 
     @property
     def max_len(self) -> int:
@@ -61,8 +62,11 @@ class Attention(nn.Module):
         self.c_proj = Conv1D(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                cache: tuple[torch.Tensor, torch.Tensor] | None, slots: torch.Tensor | None) -> torch.Tensor:
-        """x [B, T, C]; mask [B, 1, T, S] (True = may attend); slots [B, T] cache positions of x."""
+                cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+                slots: torch.Tensor | None) -> torch.Tensor:
+        """x [B, T, C]; mask [B, 1, T, S] (True = may attend); slots [B, T] cache positions of x.
+
+        With a cache, x is written into its slots and attention reads slots 0..S-1."""
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
@@ -71,11 +75,11 @@ class Attention(nn.Module):
         if cache is None:
             k, v = k.transpose(1, 2), v.transpose(1, 2)
         else:
-            k_cache, v_cache = cache  # [B, H, S, D]
-            rows = torch.arange(b, device=x.device)[:, None]
+            k_cache, v_cache, rows = cache  # [B, H, max_len, D], [B, 1]
             k_cache[rows, :, slots] = k  # writes [B, T, H, D] into the per-row slots
             v_cache[rows, :, slots] = v
-            k, v = k_cache, v_cache
+            s = mask.size(-1)
+            k, v = k_cache[:, :, :s], v_cache[:, :, :s]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim))
         return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
 
@@ -119,9 +123,9 @@ class GPT2(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None,
                 slots: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, C] -> ln_f(h) [B, T, C]. Without a cache ``mask`` is [B, 1, T, T]; with a
-        cache it is [B, 1, T, S] over all cache slots and ``slots`` [B, T] says where x goes."""
+        cache it is [B, 1, T, S] over cache slots 0..S-1 and ``slots`` [B, T] says where x goes."""
         for i, block in enumerate(self.h):
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.rows)
             x = block(x, mask, layer_cache, slots)
         return self.ln_f(x)
 

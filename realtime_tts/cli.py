@@ -67,7 +67,8 @@ def run_serve(args: argparse.Namespace) -> int:
     print("\n".join(_urls(settings.host, settings.port)), flush=True)
     ctx = ServerContext(settings=settings, executor=SerialExecutor(None, max_queue=settings.max_queue))
     ctx.engine_name = choice.name
-    ctx.load_engine = lambda: load_engine(choice, checkpoints=settings.checkpoints, device=settings.device)
+    ctx.load_engine = lambda: load_engine(choice, checkpoints=settings.checkpoints, device=settings.device,
+                                          cache_dir=Path(settings.data_dir) / "conditioning")
     ctx.voices = VoiceLibrary.from_settings(settings)
     uvicorn.run(create_app(ctx), host=settings.host, port=settings.port, log_config=None,
                 ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
@@ -123,7 +124,8 @@ def run_say(args: argparse.Namespace) -> int:
                                emotion=_emotion(args), speed=args.speed)
     choice = _choose(settings)
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
-    engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device)
+    engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device,
+                         cache_dir=Path(settings.data_dir) / "conditioning")
     try:
         silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
         parts, started, audio_s = [], time.monotonic(), 0.0
@@ -208,7 +210,7 @@ def run_bench(args: argparse.Namespace) -> int:
     spec = importlib.util.spec_from_file_location("realtime_tts_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(args.rest) or 0
+    return module.run_bench(args.rest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,3 +105,18 @@ def test_serve_starts_prints_urls_and_reports_health(tmp_path):
     assert "engine espeak" in output
     assert f"ws://127.0.0.1:{port}/xiaozhi/v1/" in output and f"http://127.0.0.1:{port}/v1/audio/speech" in output
     assert proc.returncode == 0, output
+
+
+FIXTURE_CHECKPOINTS = Path(__file__).parent / "fixtures" / "pipeline" / "checkpoints"
+
+
+def test_say_with_an_indextts2_checkpoint_and_a_cloned_voice(tmp_path, capsys):
+    out = tmp_path / "clone.wav"
+    voice = FIXTURE_CHECKPOINTS.parent / "speaker_24k.wav"
+    rc = main(["say", "Hello there. 你好。", "--out", str(out), "--checkpoints", str(FIXTURE_CHECKPOINTS),
+               "--voice", str(voice), "--data-dir", str(tmp_path / "data")])
+    assert rc == 0
+    assert "engine indextts2" in capsys.readouterr().err  # auto picked it: the directory holds weights
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 22050 and w.getnframes() > 0
+    assert list((tmp_path / "data" / "conditioning").glob("*.pt"))  # the voice's conditioning was kept

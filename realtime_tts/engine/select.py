@@ -38,11 +38,13 @@ def choose_engine(requested: str, checkpoints: Path | str) -> EngineChoice:
                                   f"for IndexTTS2 quality run: {download_command(checkpoints)})")
 
 
-def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = "auto") -> Engine:
+def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = "auto",
+                cache_dir: Path | str | None = None) -> Engine:
+    """Build the chosen engine; ``cache_dir`` keeps IndexTTS2's per-voice conditioning across restarts."""
     if choice.name == "espeak":
         from .espeak import EspeakEngine
 
         return EspeakEngine()
     from .indextts2 import IndexTTS2Engine
 
-    return IndexTTS2Engine.from_checkpoints(checkpoints, device=device)
+    return IndexTTS2Engine.from_checkpoints(checkpoints, device=device, cache_dir=cache_dir)

@@ -425,7 +425,7 @@ class ConditioningCache:
         self._remember(key, value)
         if self.disk_dir is not None:
             path = self._path(key)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.disk_dir)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self._suffix, dir=self.disk_dir)
             os.close(fd)
             try:
                 self._dump(value, Path(tmp))

@@ -185,21 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     voices = sub.add_parser("voices", help="manage the voice library (list, add, import speaker.json, delete)",
                             add_help=False)
     voices.add_argument("rest", nargs=argparse.REMAINDER)
-    voices.set_defaults(func=run_voices)
 
     bench = sub.add_parser("bench", help="benchmark the engine on this machine (not a test)", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=run_bench)
     return parser
 
 
-def run_voices(args: argparse.Namespace) -> int:
+def run_voices(argv: list[str]) -> int:
     from .server.voices import main as voices_main
 
-    return voices_main(args.rest)
+    return voices_main(argv)
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(argv: list[str]) -> int:
     import importlib.util
 
     # The benchmark lives with the other benchmarks in the source tree, not in the package.
@@ -210,14 +208,19 @@ def run_bench(args: argparse.Namespace) -> int:
     spec = importlib.util.spec_from_file_location("realtime_tts_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.run_bench(args.rest)
+    return module.run_bench(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoints import CheckpointError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # These commands own their whole argument list (their --help included).
+    passthrough = {"voices": run_voices, "bench": run_bench}
     try:
+        if argv and argv[0] in passthrough:
+            return passthrough[argv[0]](argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (config.ConfigError, CheckpointError) as e:
         print(f"realtime-tts: error: {e}", file=sys.stderr)

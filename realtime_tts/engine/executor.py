@@ -144,6 +144,8 @@ class SerialExecutor(Executor):
             if self._closed:
                 raise ExecutorClosed("the synthesis executor is shutting down")
             if self._depth >= self.max_queue:
+                self._drop_cancelled()
+            if self._depth >= self.max_queue:
                 raise ExecutorBusy(
                     f"server busy: {self._depth} segments already queued (limit {self.max_queue})"
                 )
@@ -162,6 +164,17 @@ class SerialExecutor(Executor):
         if running is not None:
             running.cancel()
         return len(queued) + (running is not None)
+
+    def _drop_cancelled(self) -> None:
+        """Forget cancelled jobs still waiting in line (lock held), so they never count as load."""
+        for owner in list(self._queues):
+            queue = self._queues[owner]
+            kept = collections.deque(job for job in queue if not job.cancelled)
+            self._depth -= len(queue) - len(kept)
+            if kept:
+                self._queues[owner] = kept  # same key: its round-robin position is kept
+            else:
+                del self._queues[owner]
 
     def _next_job(self) -> SynthesisJob | None:
         """Pop the oldest job of the next owner in round-robin order (lock held)."""

@@ -187,7 +187,7 @@ let ws = null;
 let wsReady = null; // Promise resolved on the server's "ready"
 const slots = new Map(); // binary slot -> context_id
 const cancelled = new Set(); // contexts whose late audio is dropped
-let current = null; // { id, t0, gotAudio }
+let current = null; // { id, t0, gotAudio, done }
 let ctxCounter = 0;
 
 function socketUrl() {
@@ -247,7 +247,10 @@ function onEvent(msg, resolveReady) {
       break;
     case "done":
       stats.doneCount += 1;
-      if (current && msg.context_id === current.id && stats.state !== "playing") setState("idle");
+      if (current && msg.context_id === current.id) {
+        current.done = true; // all its audio is here: Stop only silences the speakers
+        if (stats.state !== "playing") setState("idle");
+      }
       break;
     case "cancelled":
       stats.cancelledAcks += 1;
@@ -282,7 +285,7 @@ function onAudio(data) {
 
 function newTurn() {
   cancelCurrent();
-  current = { id: "page-" + ++ctxCounter + "-" + Date.now().toString(36), t0: performance.now(), gotAudio: false };
+  current = { id: "page-" + ++ctxCounter + "-" + Date.now().toString(36), t0: performance.now(), gotAudio: false, done: false };
   $("subtitle").textContent = "";
   $("sentences").replaceChildren();
   stats.sentences = [];
@@ -296,7 +299,7 @@ function cancelCurrent() {
   stopAudio();
   if (current) {
     cancelled.add(current.id);
-    if (ws && ws.readyState === WebSocket.OPEN) {
+    if (!current.done && ws && ws.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify({ type: "cancel", context_id: current.id }));
       stats.cancelSent += 1;
     }

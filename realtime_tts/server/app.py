@@ -1,0 +1,93 @@
+"""The one ASGI app: every endpoint on one port, sharing one ServerContext.
+
+Start-up order (the lifespan): warm the engine up (before the worker thread exists, so
+the engine is still touched by one thread at a time), start the executor, then set
+``ready`` so /health turns 200. Shut-down cancels every queued and running segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..engine.base import SegmentAudio
+from .agent_stream import stream_routes
+from .auth import auth_middleware
+from .context import ServerContext
+from .control import control_routes
+from .http_errors import exception_handlers
+from .openai_api import metrics_routes, openai_routes
+from .page import page_routes
+from .tts_shim import shim_routes
+from .voices import voice_routes
+from .xiaozhi import xiaozhi_routes
+
+log = logging.getLogger("realtime_tts.server")
+
+
+def health_routes(ctx: ServerContext) -> list[Route]:
+    async def health(request: Request) -> JSONResponse:
+        ready = ctx.ready.is_set()
+        name = ctx.engine.name if ctx.engine is not None else ctx.engine_name
+        body = {"status": "ok" if ready else "loading", "ready": ready, "engine": name,
+                "queue_depth": ctx.executor.queue_depth}
+        if ready:
+            body["engine_info"] = ctx.engine.describe()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return [Route("/health", health, methods=["GET"])]
+
+
+def _record_segment(ctx: ServerContext):
+    """Executor hook (worker thread): per-segment engine metrics."""
+    engine = ctx.engine.name
+
+    def hook(job, result, seconds: float) -> None:
+        if isinstance(result, SegmentAudio):
+            ctx.metrics.segment_done(engine, seconds, result.duration, result.stages)
+        else:
+            ctx.metrics.segment_done(engine, seconds, None, None, outcome=type(result).__name__)
+
+    return hook
+
+
+def create_app(ctx: ServerContext) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        started = time.monotonic()
+        if ctx.engine is None:
+            ctx.executor.engine = await asyncio.to_thread(ctx.load_engine)
+        await asyncio.to_thread(ctx.engine.warmup)
+        ctx.executor.on_segment_done = _record_segment(ctx)
+        await ctx.executor.start()
+        ctx.ready.set()
+        log.info("engine %s ready in %.1f s", ctx.engine.name, time.monotonic() - started)
+        try:
+            yield
+        finally:
+            ctx.ready.clear()
+            for session in list(ctx.devices.values()):
+                with contextlib.suppress(Exception):
+                    await session.close(1001, "server shutting down")
+            await ctx.executor.close()
+
+    routes = [
+        *health_routes(ctx),
+        *xiaozhi_routes(ctx),
+        *control_routes(ctx),
+        *stream_routes(ctx),
+        *openai_routes(ctx),
+        *shim_routes(ctx),
+        *voice_routes(ctx),
+        *metrics_routes(ctx),
+        *page_routes(),
+    ]
+    return Starlette(routes=routes, middleware=auth_middleware(ctx.settings),
+                     exception_handlers=exception_handlers(), lifespan=lifespan)

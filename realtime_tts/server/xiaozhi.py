@@ -19,6 +19,13 @@ Turn on the wire: ``tts start`` (>= 100 ms before the first packet, and never be
 device's first ``listen`` after hello, or ``LISTEN_GRACE_S``), optionally ``llm`` with the
 emotion label, ``sentence_start`` + 60 ms Opus packets per sentence with 200 ms of encoded
 silence between sentences, then ``tts stop`` once the device has played the tail.
+
+Bad input never ends the connection once the hello is done: it is answered with
+``{"type":"error","code","message","session_id"}`` (firmware ignores unknown types, so this
+is harmless to real devices). Before the hello, anything but a hello closes with 1008 and a
+reason, as does an unsupported protocol version or a missing hello. An engine failure
+skips that sentence (error frame) and the turn goes on. The connection closes after
+``xiaozhi_idle_timeout_s`` without traffic either way while no turn is playing.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from xiaozhi_helpers import FAST, ToneEngine, device, on_server_loop, serve, silence_runs_ms, until  # noqa: E402
+from xiaozhi_helpers import ToneEngine, device, on_server_loop, serve, silence_runs_ms, until  # noqa: E402
 
 from realtime_tts.engine.base import SynthesisOptions  # noqa: E402
 
@@ -279,7 +279,3 @@ async def test_path_without_trailing_slash_and_query_identity(tmp_path):
             assert session.version == 3  # from hello.version, no header
             await dev.speak("Query identity.")
             check_turn(await dev.next_turn(20), ["Query identity."])
-
-
-def test_fast_settings_are_small():
-    assert FAST["xiaozhi_prebuffer_packets"] <= 5

@@ -1,7 +1,6 @@
 """The device control API: list devices, speak on one (202, or 200 with ?wait=true), abort it,
 404 for a device that is not connected, OpenAI-shaped errors, auth."""
 
-import asyncio
 import sys
 from pathlib import Path
 

@@ -126,6 +126,23 @@ class Engine(ABC):
     def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:
         """Synthesize one text segment. Checks ``cancel`` between steps."""
 
+    def synthesize_batch(
+        self, items: list[tuple[str, SynthesisOptions, CancelToken]]
+    ) -> list[SegmentAudio | BaseException]:
+        """Synthesize several segments; slot i holds item i's audio or the exception it raised.
+
+        One item's failure or cancellation never affects another. This default runs the items
+        one after another; engines that can share model passes (one GPU batch) override it.
+        """
+        results: list[SegmentAudio | BaseException] = []
+        for text, options, cancel in items:
+            try:
+                cancel.raise_if_cancelled()
+                results.append(self.synthesize(text, options, cancel))
+            except Exception as e:
+                results.append(e)
+        return results
+
     def warmup(self) -> None:
         """Run once before the server reports ready (compile kernels, fill caches)."""
 

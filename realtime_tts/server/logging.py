@@ -12,7 +12,9 @@ import sys
 import time
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# uvicorn adds ``color_message`` (the same text with ANSI colours) to some records: not data.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName",
+                                                                       "color_message"}
 
 
 def _extras(record: logging.LogRecord) -> dict:

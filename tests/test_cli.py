@@ -12,12 +12,14 @@ import urllib.request
 import wave
 from pathlib import Path
 
+import httpx
 import pytest
 
 from realtime_tts.cli import build_parser, main
 from realtime_tts.engine.select import choose_engine
 
 CLI = [sys.executable, "-m", "realtime_tts"]
+FIXTURE_CHECKPOINTS = Path(__file__).parent / "fixtures" / "pipeline" / "checkpoints"
 
 
 def test_help_lists_every_command(capsys):
@@ -81,11 +83,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_starts_prints_urls_and_reports_health(tmp_path):
+@pytest.mark.parametrize("engine", ["espeak", "indextts2"])
+def test_serve_starts_prints_urls_and_reports_health(tmp_path, engine):
     port = _free_port()
     env = {**os.environ, "REALTIME_TTS_DATA_DIR": str(tmp_path / "data")}
+    checkpoints = FIXTURE_CHECKPOINTS if engine == "indextts2" else tmp_path / "none"
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--engine", "auto", "--checkpoints",
-                             str(tmp_path / "none")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             str(checkpoints)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
     try:
         deadline = time.monotonic() + 60
@@ -98,16 +102,23 @@ def test_serve_starts_prints_urls_and_reports_health(tmp_path):
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)
         assert health is not None, "the server never answered /health"
-        assert health["ready"] is True and health["engine"] == "espeak"
+        assert health["ready"] is True and health["engine"] == engine
+        if engine == "indextts2":  # the tiny official-layout checkpoint speaks through the real server
+            base = f"http://127.0.0.1:{port}"
+            body = {"input": "Hello there.", "response_format": "wav"}
+            r = httpx.post(f"{base}/v1/audio/speech", json=body, timeout=120)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "voice_required"  # no voice, no default
+            clip = (FIXTURE_CHECKPOINTS.parent / "speaker_24k.wav").read_bytes()
+            r = httpx.post(f"{base}/v1/audio/voices", files={"file": ("ref.wav", clip)}, data={"id": "ref"}, timeout=60)
+            assert r.status_code in (200, 201), r.text
+            r = httpx.post(f"{base}/v1/audio/speech", json={**body, "voice": "ref"}, timeout=120)
+            assert r.status_code == 200 and r.content[:4] == b"RIFF"
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
-    assert "engine espeak" in output
+    assert f"engine {engine}" in output
     assert f"ws://127.0.0.1:{port}/xiaozhi/v1/" in output and f"http://127.0.0.1:{port}/v1/audio/speech" in output
     assert proc.returncode == 0, output
-
-
-FIXTURE_CHECKPOINTS = Path(__file__).parent / "fixtures" / "pipeline" / "checkpoints"
 
 
 def test_say_with_an_indextts2_checkpoint_and_a_cloned_voice(tmp_path, capsys):

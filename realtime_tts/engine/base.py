@@ -121,6 +121,9 @@ class Engine(ABC):
 
     name: str = "engine"
     sample_rate: int = 22050
+    # True when a request without a reference voice cannot be spoken (a cloning engine with no
+    # default voice): the server then refuses it up front with a 400 instead of failing later.
+    needs_voice: bool = False
 
     @abstractmethod
     def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:

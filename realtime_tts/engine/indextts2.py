@@ -372,6 +372,10 @@ class IndexTTS2Engine(Engine):
     name = "indextts2"
     sample_rate = SAMPLE_RATE
 
+    @property
+    def needs_voice(self) -> bool:
+        return self.default_voice is None
+
     def __init__(self, models: Models, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  sampling: SamplingParams | None = None, cfm_steps: int = 25, cfg_rate: float = 0.7,
                  max_text_tokens_per_segment: int = MAX_TEXT_TOKENS_PER_SEGMENT, cache_capacity: int = 32,

@@ -65,6 +65,10 @@ def create_app(ctx: ServerContext) -> Starlette:
         if ctx.engine is None:
             ctx.executor.engine = await asyncio.to_thread(ctx.load_engine)
         await asyncio.to_thread(ctx.engine.warmup)
+        if ctx.engine.needs_voice and not ctx.settings.default_voice:
+            log.warning("the %s engine clones voices and no --default-voice is set: requests must name a voice. "
+                        "Add one with: curl -F file=@reference.wav -F id=my_voice "
+                        "http://HOST:PORT/v1/audio/voices (then optionally --default-voice my_voice)", ctx.engine.name)
         ctx.executor.on_segment_done = _record_segment(ctx)
         await ctx.executor.start()
         ctx.ready.set()

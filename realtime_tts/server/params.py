@@ -178,6 +178,10 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
 def default_voice(ctx, param: str = "voice") -> Voice | None:
     name = ctx.settings.default_voice
     if not name or ctx.voices is None:
+        if ctx.engine is not None and ctx.engine.needs_voice:
+            raise ApiError(400, f"the {ctx.engine.name} engine speaks with a cloned voice and none was given: pass "
+                                f"'{param}' (an id from GET /v1/audio/voices; add one with POST /v1/audio/voices) "
+                                "or start the server with --default-voice ID", param=param, code="voice_required")
         return None
     voice = ctx.voices.get(name)
     if voice is None:

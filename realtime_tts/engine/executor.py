@@ -2,8 +2,8 @@
 
 Callers submit one job per text segment and await its result. The contract
 (``Executor``) is what the server depends on; ``SerialExecutor`` is the
-one-segment-at-a-time implementation. A batching scheduler replaces it later
-behind the same interface.
+one-segment-at-a-time implementation, ``BatchingExecutor`` (``batching.py``) the
+one that runs several segments per engine call, both on ``QueuedExecutor``.
 
 Fairness: jobs are queued per owner (a connection or stream) and the worker
 takes owners round-robin, FIFO within an owner, so one client's long text cannot
@@ -95,8 +95,9 @@ class Executor(ABC):
         return 0
 
 
-class SerialExecutor(Executor):
-    """One worker thread, one segment at a time, round-robin across owners."""
+class QueuedExecutor(Executor):
+    """What every in-process executor shares: the bounded per-owner queues, round-robin order,
+    cancellation, shutdown and the worker thread. Subclasses decide how the worker runs jobs."""
 
     def __init__(self, engine: Engine | None, *, max_queue: int = 256) -> None:
         self.engine = engine
@@ -106,10 +107,17 @@ class SerialExecutor(Executor):
         )
         self._depth = 0
         self._cond = threading.Condition()
-        self._running: SynthesisJob | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
         self.on_segment_done = None  # optional hook(job, audio_or_exc, seconds) for metrics
+
+    @abstractmethod
+    def _in_flight(self) -> list[SynthesisJob]:
+        """Jobs the worker is running now (lock held)."""
+
+    @abstractmethod
+    def _work(self) -> None:
+        """The worker thread's loop; returns once the executor is closed."""
 
     async def start(self) -> None:
         if self._thread is None:
@@ -122,12 +130,10 @@ class SerialExecutor(Executor):
             pending = [job for q in self._queues.values() for job in q]
             self._queues.clear()
             self._depth = 0
-            running = self._running
+            running = self._in_flight()
             self._cond.notify_all()
-        for job in pending:
+        for job in pending + running:
             job.cancel()
-        if running is not None:
-            running.cancel()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
             self._thread = None
@@ -158,12 +164,10 @@ class SerialExecutor(Executor):
         with self._cond:
             queued = list(self._queues.pop(owner, ()))
             self._depth -= len(queued)
-            running = self._running if self._running and self._running.owner == owner else None
-        for job in queued:
+            running = [job for job in self._in_flight() if job.owner == owner]
+        for job in queued + running:
             job.cancel()
-        if running is not None:
-            running.cancel()
-        return len(queued) + (running is not None)
+        return len(queued) + len(running)
 
     def _drop_cancelled(self) -> None:
         """Forget cancelled jobs still waiting in line (lock held), so they never count as load."""
@@ -190,6 +194,33 @@ class SerialExecutor(Executor):
                 return job
         return None
 
+    def _finish(self, job: SynthesisJob, value: SegmentAudio | None, exc: BaseException | None) -> None:
+        """Report one job's outcome to the metrics hook and settle its future on its loop."""
+        fut = job._future
+        assert fut is not None and job.started_at is not None
+        if self.on_segment_done is not None:
+            try:
+                self.on_segment_done(job, exc if exc is not None else value, time.monotonic() - job.started_at)
+            except Exception:
+                log.exception("on_segment_done hook failed")
+        if job.token.cancelled and exc is None:
+            exc = Cancelled()
+        try:
+            fut.get_loop().call_soon_threadsafe(_settle, fut, value, exc)
+        except RuntimeError:
+            pass  # the event loop is gone (shutdown); nobody is waiting
+
+
+class SerialExecutor(QueuedExecutor):
+    """One worker thread, one segment at a time, round-robin across owners."""
+
+    def __init__(self, engine: Engine | None, *, max_queue: int = 256) -> None:
+        super().__init__(engine, max_queue=max_queue)
+        self._running: SynthesisJob | None = None
+
+    def _in_flight(self) -> list[SynthesisJob]:
+        return [self._running] if self._running is not None else []
+
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -207,8 +238,6 @@ class SerialExecutor(Executor):
                 self._running = None
 
     def _run(self, job: SynthesisJob) -> None:
-        fut = job._future
-        assert fut is not None
         job.started_at = time.monotonic()
         value, exc = None, None
         try:
@@ -219,14 +248,4 @@ class SerialExecutor(Executor):
         except Exception as e:  # an engine failure fails this segment only, never the worker
             log.exception("engine failed on segment %r", job.text[:80])
             exc = e
-        if self.on_segment_done is not None:
-            try:
-                self.on_segment_done(job, exc if exc is not None else value, time.monotonic() - job.started_at)
-            except Exception:
-                log.exception("on_segment_done hook failed")
-        if job.token.cancelled and exc is None:
-            exc = Cancelled()
-        try:
-            fut.get_loop().call_soon_threadsafe(_settle, fut, value, exc)
-        except RuntimeError:
-            pass  # the event loop is gone (shutdown); nobody is waiting
+        self._finish(job, value, exc)

@@ -12,6 +12,11 @@ Per segment (official defaults throughout)::
 Pieces of one segment longer than 120 tokens are joined with 200 ms of silence, as the official
 code does between segments (the server adds the same pause between the segments it sends).
 
+``run_batch`` (``synthesize_batch``, used by the batching executor) runs several segments through
+shared passes: one GPT ``generate`` for every piece of every segment, one latent pass, one masked
+S2M solve per distinct speed, one masked BigVGAN pass; see its docstring for randomness and
+cancellation.
+
 Conditioning (w2v-BERT features, codec codes, reference mel, CAMPPlus style, S2M prompt condition,
 GPT speaker latents, emotion vectors) is computed once per clip content and cached, in memory
 (LRU) and on disk (``cache_dir``), see ``conditioning.py``.
@@ -52,13 +57,13 @@ from realtime_tts.model.codec import CodecConfig, SemanticCodec
 from realtime_tts.model.emotion import EmotionMatrix, QwenEmotion, scale_by_alpha
 from realtime_tts.model.gpt import ConformerConfig, GPTConfig, SamplingParams, UnifiedVoice, generate
 from realtime_tts.model.gpt import remove_long_silence as shrink_silence
-from realtime_tts.model.s2mel import CheckpointMismatch, PromptCondition, S2Mel, S2MelConfig
+from realtime_tts.model.s2mel import CheckpointMismatch, PromptCondition, S2Mel, S2MelConfig, target_lengths
 from realtime_tts.model.w2vbert import SemanticEncoder
 from realtime_tts.text.normalize import TextNormalizer
 from realtime_tts.text.tokenizer import TextTokenizer, split_segments
 
 from . import conditioning as cond
-from .base import CancelToken, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
+from .base import CancelToken, Cancelled, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
 from .checkpoints import CheckpointError, CheckpointPaths, load_state_dict_strict, read_state_dict, resolve
 
 log = logging.getLogger(__name__)
@@ -581,9 +586,12 @@ class IndexTTS2Engine(Engine):
             for ids in pieces:
                 wavs.append(self._piece(ids, vc, emovec, options.speed, cancel, generator, max_codes,
                                         suppress_stop, tick))
+        return SegmentAudio(pcm=self._join(wavs), sample_rate=self.sample_rate, stages=stages)
+
+    def _join(self, wavs: list[np.ndarray]) -> np.ndarray:
+        """The pieces of one segment, 200 ms of silence between them."""
         gap = np.zeros(int(self.sample_rate * SEGMENT_GAP_S), dtype=np.float32)
-        parts = [w for i, wav in enumerate(wavs) for w in ((gap, wav) if i else (wav,))]
-        return SegmentAudio(pcm=np.concatenate(parts), sample_rate=self.sample_rate, stages=stages)
+        return np.concatenate([w for i, wav in enumerate(wavs) for w in ((gap, wav) if i else (wav,))])
 
     def _piece(self, ids, vc, emovec, speed, cancel, generator, max_codes, suppress_stop, tick) -> np.ndarray:
         m = self.models
@@ -632,6 +640,167 @@ class IndexTTS2Engine(Engine):
         tick("vocoder", t)
         return wav.float().cpu().numpy()
 
+    # ---- batched synthesis ----------------------------------------------------------
+
+    def synthesize_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]]
+                         ) -> list[SegmentAudio | BaseException]:
+        return self.run_batch(items, generator=self._generator)
+
+    def run_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]], *,
+                  generator: torch.Generator | None = None) -> list[SegmentAudio | BaseException]:
+        """Several segments through shared model passes; slot i is item i's audio or its error.
+
+        Every piece of every segment is one row: one ``generate`` call for all rows (each with its
+        own voice and emotion conditioning, beams included), one latent pass, one S2M solve per
+        distinct speed (rows of different lengths and voices, masked), one masked BigVGAN pass.
+
+        Randomness: the GPT draws first (all rows in one stream), then the CFM noise of each row
+        in row order. Greedy decoding draws nothing, so a batch then equals running its items one
+        after another with the same generator (the test proves it); sampled decoding interleaves
+        the rows' draws, so each item is an equally valid sample but not the serial run's sample.
+
+        A cancelled item is dropped at the next stage boundary and gets ``Cancelled``; the others
+        go on. Its GPT rows keep decoding until the batch's GPT pass ends (``generate`` cannot drop
+        rows), but a pass stops at once when every item is cancelled. If a shared pass fails, each
+        item is retried alone so one bad segment fails only itself.
+        """
+        results: list[SegmentAudio | BaseException | None] = [None] * len(items)
+        live: list[_BatchItem] = []
+        with self._lock, torch.inference_mode():
+            for i, (text, options, cancel) in enumerate(items):
+                t = time.perf_counter()
+                try:
+                    if not isinstance(text, str) or not text.strip():
+                        raise EngineError("indextts2 engine got empty text: nothing to synthesize")
+                    voice = options.voice or self.default_voice
+                    if voice is None:
+                        raise EngineError("indextts2 needs a reference voice: upload one or configure default_voice")
+                    pieces = self.text_ids(text)
+                    cancel.raise_if_cancelled()
+                    vc = self._voice(voice)
+                    emovec = self.emotion_vector(voice, vc, options.emotion)
+                except Exception as e:
+                    results[i] = e
+                    continue
+                live.append(_BatchItem(i, options.speed, cancel, vc, emovec, pieces,
+                                       {"conditioning": time.perf_counter() - t}))
+            failed = None
+            if live:
+                try:
+                    self._batch(live, generator)
+                except Cancelled:
+                    pass  # every item was cancelled; each gets Cancelled below
+                except Exception as e:
+                    failed = e
+        if failed is not None and len(live) > 1:
+            log.warning("batched synthesis of %d segments failed (%s: %s); retrying them one at a time",
+                        len(live), type(failed).__name__, failed)
+            for it in live:
+                text, options, cancel = items[it.index]
+                try:
+                    results[it.index] = self.run(text, options, cancel, generator=generator)
+                except Exception as e:
+                    results[it.index] = e
+            return results  # type: ignore[return-value]
+        for it in live:
+            if failed is not None:
+                results[it.index] = failed
+            elif it.error is not None:
+                results[it.index] = it.error
+            elif it.cancel.cancelled or it.wavs is None:
+                results[it.index] = Cancelled()
+            else:
+                results[it.index] = SegmentAudio(pcm=self._join(it.wavs), sample_rate=self.sample_rate,
+                                                 stages=it.stages)
+        return results  # type: ignore[return-value]
+
+    def _batch(self, items: list["_BatchItem"], generator: torch.Generator | None) -> None:
+        """The shared passes; fills ``wavs`` (or ``error``) of each item still wanted at the end."""
+        m = self.models
+        dev = self.device
+
+        def tick(stage: str, t0: float, rows: list[_Row]) -> float:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            now = time.perf_counter()
+            for it in {id(r.item): r.item for r in rows}.values():
+                it.stages[stage] = it.stages.get(stage, 0.0) + now - t0
+            return now
+
+        def alive(rows: list[_Row]) -> list[_Row]:
+            return [r for r in rows if r.item.error is None and not r.item.cancel.cancelled]
+
+        rows = [_Row(it, torch.as_tensor(ids, dtype=torch.long, device=dev)) for it in items for ids in it.pieces]
+        t = time.perf_counter()
+        spk = torch.cat([r.item.vc.spk_latents for r in rows])  # [R, 32, C]
+        emo = torch.cat([r.item.emovec for r in rows])  # [R, C]
+        gen = generate(m.gpt, m.gpt.conditioning(spk, emo), [r.ids for r in rows], self.sampling,
+                       cancel=_AllCancelled(items), generator=generator)
+        book = m.codec.cfg.codebook_size
+        for r, codes, stopped in zip(rows, gen.codes, gen.stopped):
+            codes = codes.to(dev)
+            if not stopped:
+                log.warning("generation stopped at the code budget (%d codes) without a stop token; text tokens: %d",
+                            codes.numel(), r.ids.numel())
+            if self.remove_long_silence:
+                codes = shrink_silence(codes, self.silence_code)
+            if codes.numel() and int(codes.max()) >= book:
+                r.item.error = EngineError(f"the GPT emitted code {int(codes.max())}, outside the "
+                                           f"{book}-entry codebook")
+            elif codes.numel() == 0:
+                r.item.error = EngineError("the GPT produced no speech codes for this text")
+            r.codes = codes
+        t = tick("gpt", t, rows)
+        rows = alive(rows)
+        if not rows:
+            return
+
+        spk = torch.cat([r.item.vc.spk_latents for r in rows])
+        emo = torch.cat([r.item.emovec for r in rows])
+        latent = m.gpt.latents(spk, emo, [r.ids for r in rows], [r.codes for r in rows]).float()  # [R, L, C]
+        code_lens = torch.tensor([r.codes.numel() for r in rows], device=dev)
+        codes = torch.zeros(len(rows), latent.size(1), dtype=torch.long, device=dev)  # code 0 pads; masked later
+        for j, r in enumerate(rows):
+            codes[j, : r.codes.numel()] = r.codes
+        s_infer = m.s2mel.semantic(m.codec.vq2emb(codes).transpose(1, 2), latent)  # [R, L, W]
+        t = tick("gpt_latent", t, rows)
+
+        # CFM noise in row order, each row drawn as its own randn call (= the one-at-a-time draws)
+        frames_per_code = m.s2mel.cfg.frames_per_code
+        for r, n in zip(rows, code_lens):
+            total = r.item.vc.ref_mel.size(-1) + int(target_lengths(n[None], frames_per_code, r.item.speed)[0])
+            r.noise = torch.randn(1, m.s2mel.cfg.n_mels, total, generator=generator,
+                                  device=generator.device if generator is not None else dev).to(dev)
+        for speed in dict.fromkeys(r.item.speed for r in rows):  # S2M takes one speed per call
+            idx = [j for j, r in enumerate(rows) if r.item.speed == speed]
+            group = [rows[j] for j in idx]
+            vcs = [r.item.vc for r in group]
+            prompt = PromptCondition(cond=_pad_cat([v.prompt for v in vcs], dim=1),
+                                     mel=_pad_cat([v.ref_mel for v in vcs], dim=2),
+                                     style=torch.cat([v.style for v in vcs]),
+                                     lengths=torch.tensor([v.ref_mel.size(-1) for v in vcs], device=dev))
+            noise = _pad_cat([r.noise for r in group], dim=2)
+            mel, gen_lens = m.s2mel.generate(s_infer[idx], code_lens[idx], prompt, speed=speed, steps=self.cfm_steps,
+                                             cfg_rate=self.cfg_rate, noise=noise, cancel=_AllCancelled(
+                                                 [r.item for r in group]))
+            for j, r in enumerate(group):
+                r.mel = mel[j : j + 1, :, : int(gen_lens[j])]
+        t = tick("s2mel", t, rows)
+        rows = alive(rows)
+        if not rows:
+            return
+
+        lens = torch.tensor([r.mel.size(-1) for r in rows], device=dev)
+        wav = m.vocoder(_pad_cat([r.mel.float() for r in rows], dim=2), lens)[:, 0]  # [R, N]
+        hop = wav.size(-1) // int(lens.max())
+        tick("vocoder", t, rows)
+        for j, r in enumerate(rows):
+            r.wav = wav[j, : int(lens[j]) * hop].float().cpu().numpy()
+        for it in items:
+            mine = [r for r in rows if r.item is it]
+            if len(mine) == len(it.pieces):
+                it.wavs = [r.wav for r in mine]
+
     # ---- lifecycle ------------------------------------------------------------------
 
     def warmup(self) -> None:
@@ -672,3 +841,56 @@ class IndexTTS2Engine(Engine):
         if self.device.type == "cuda":
             self.models = None  # type: ignore[assignment]
             torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- batch helpers
+
+
+@dataclass(eq=False)
+class _BatchItem:
+    """One segment of a batch: its conditioning going in, its audio (or error) coming out."""
+
+    index: int
+    speed: float
+    cancel: CancelToken
+    vc: cond.VoiceConditioning
+    emovec: torch.Tensor  # [1, C]
+    pieces: list[list[int]]
+    stages: dict[str, float]
+    error: BaseException | None = None
+    wavs: list[np.ndarray] | None = None
+
+
+@dataclass(eq=False)
+class _Row:
+    """One piece of a segment: one GPT request, one S2M item, one vocoder item."""
+
+    item: _BatchItem
+    ids: torch.Tensor  # [n] text token ids
+    codes: torch.Tensor | None = None  # [L]
+    noise: torch.Tensor | None = None  # [1, n_mels, prompt + generated frames]
+    mel: torch.Tensor | None = None  # [1, n_mels, generated frames]
+    wav: np.ndarray | None = None
+
+
+class _AllCancelled:
+    """The cancel hook of a shared pass: it stops only when no item of the pass is wanted any more."""
+
+    def __init__(self, items: list[_BatchItem]):
+        self.items = items
+
+    def raise_if_cancelled(self) -> None:
+        if all(it.cancel.cancelled or it.error is not None for it in self.items):
+            raise Cancelled()
+
+
+def _pad_cat(xs: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Concatenate along the batch axis, zero-padding ``dim`` to the longest."""
+    n = max(x.size(dim) for x in xs)
+    shape = [sum(x.size(0) for x in xs)] + [n if d == dim else xs[0].size(d) for d in range(1, xs[0].dim())]
+    out = xs[0].new_zeros(shape)
+    at = 0
+    for x in xs:
+        out[at : at + x.size(0)].narrow(dim, 0, x.size(dim)).copy_(x)
+        at += x.size(0)
+    return out

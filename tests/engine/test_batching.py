@@ -1,0 +1,386 @@
+"""Batched synthesis: the IndexTTS2 batch path equals one-at-a-time runs on the tiny checkpoint, and
+BatchingExecutor forms fair batches behind the same contract as SerialExecutor (bounded queue,
+busy, per-job and per-owner cancellation, close, the metrics hook).
+
+Engine equality runs in greedy GPT mode: the batch then draws only the CFM noise, row by row in
+the order a serial run draws it, so a batch and a serial run with the same seed must agree
+(codes exactly, audio to 1e-4). Sampled modes interleave the rows' GPT draws in one stream, so
+there only a batch of one is compared, and a mixed batch is checked for shape and validity."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import realtime_tts.engine.indextts2 as indextts2
+from realtime_tts.engine.base import (Cancelled, CancelToken, Emotion, Engine, EngineError, SegmentAudio,
+                                      SynthesisOptions, Voice)
+from realtime_tts.engine.batching import BatchingExecutor
+from realtime_tts.engine.executor import ExecutorBusy, ExecutorClosed
+from realtime_tts.engine.indextts2 import IndexTTS2Engine
+from realtime_tts.model.gpt import SamplingParams
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
+SPEAKER = Voice("speaker", FIX / "speaker_24k.wav", "c3" * 32)
+OTHER = Voice("other", FIX / "emotion_16k.wav", "e6" * 32)  # another voice, another prompt length
+# the random tiny GPT rarely stops by itself: per-text budgets (4 + 4 per text token) give rows of
+# different lengths
+GREEDY = SamplingParams(mode="greedy", max_mel_tokens=40, runaway_base=4, runaway_per_token=4)
+HOP = 256
+
+
+@pytest.fixture(scope="module")
+def engine() -> IndexTTS2Engine:
+    return IndexTTS2Engine.from_checkpoints(FIX / "checkpoints", device="cpu", dtype="fp32", cfm_steps=3,
+                                            cache_dir=None, sampling=GREEDY)
+
+
+@pytest.fixture
+def codes_seen(monkeypatch):
+    """Every code row the engine's GPT produces, in call order."""
+    seen: list[list[int]] = []
+    real = indextts2.generate
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.extend(c.tolist() for c in out.codes)
+        return out
+
+    monkeypatch.setattr(indextts2, "generate", recording)
+    return seen
+
+
+ITEMS = [
+    ("Hello there.", SynthesisOptions(voice=SPEAKER)),
+    ("Good day. See you.", SynthesisOptions(voice=OTHER)),  # 2 pieces at 8 tokens per piece
+    ("Fine, thanks.", SynthesisOptions(voice=SPEAKER, speed=1.5)),  # its own S2M call
+    ("Okay.", SynthesisOptions(voice=OTHER, emotion=Emotion(vector=(0, 0, 0.5, 0, 0, 0, 0, 0.2)))),
+]
+
+
+def serial(engine, items, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [engine.run(text, opts, CancelToken(), generator=g) for text, opts in items]
+
+
+def batched(engine, items, seed, tokens=None):
+    g = torch.Generator().manual_seed(seed)
+    tokens = tokens or [CancelToken() for _ in items]
+    return engine.run_batch([(t, o, c) for (t, o), c in zip(items, tokens)], generator=g)
+
+
+def assert_same_audio(got, want):
+    assert isinstance(got, SegmentAudio), got
+    assert got.pcm.shape == want.pcm.shape and got.sample_rate == want.sample_rate
+    np.testing.assert_allclose(got.pcm, want.pcm, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def test_batch_equals_serial_runs(engine, codes_seen):
+    engine.max_segment_tokens = 8  # the long item splits into pieces: more rows than items
+    try:
+        assert len(engine.text_ids(ITEMS[1][0])) == 2
+        want = serial(engine, ITEMS, seed=3)
+        serial_codes = list(codes_seen)
+        codes_seen.clear()
+        got = batched(engine, ITEMS, seed=3)
+    finally:
+        engine.max_segment_tokens = 120
+    assert codes_seen == serial_codes  # one generate call for all 5 rows, the same codes exactly
+    assert len({len(c) for c in serial_codes}) > 1  # rows of different lengths were batched
+    for g, w in zip(got, want):
+        assert_same_audio(g, w)
+        assert set(g.stages) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
+
+
+def test_cancelling_one_item_spares_the_others(engine, monkeypatch):
+    items = ITEMS[:3]
+    tokens = [CancelToken() for _ in items]
+    real = indextts2.generate
+
+    def cancel_during_gpt(*args, **kwargs):
+        out = real(*args, **kwargs)
+        tokens[1].cancel()  # the client hangs up while the batch's GPT pass runs
+        return out
+
+    monkeypatch.setattr(indextts2, "generate", cancel_during_gpt)
+    got = batched(engine, items, seed=5, tokens=tokens)
+    assert isinstance(got[1], Cancelled)
+    # the cancelled row drew no CFM noise, so the others equal a serial run without it
+    for g, w in zip([got[0], got[2]], serial(engine, [items[0], items[2]], seed=5)):
+        assert_same_audio(g, w)
+
+
+@pytest.mark.parametrize("cancel", [[0], [0, 1]])
+def test_a_shared_pass_stops_only_when_every_item_is_cancelled(engine, monkeypatch, cancel):
+    tokens = [CancelToken(), CancelToken()]
+    real = indextts2.generate
+    checks = []
+
+    def cancel_at_step_3(*args, cancel=None, **kwargs):
+        class Hook:
+            def raise_if_cancelled(self):
+                checks.append(1)
+                if len(checks) == 3:
+                    for i in cancel_ids:
+                        tokens[i].cancel()
+                cancel.raise_if_cancelled()
+
+        return real(*args, cancel=Hook(), **kwargs)
+
+    cancel_ids = cancel
+    monkeypatch.setattr(indextts2, "generate", cancel_at_step_3)
+    got = batched(engine, ITEMS[:2], seed=0, tokens=tokens)
+    budget = max(engine.sampling.code_budget(len(engine.text_ids(t)[0])) for t, _ in ITEMS[:2])
+    if cancel == [0, 1]:
+        assert len(checks) == 3 and all(isinstance(r, Cancelled) for r in got)
+    else:  # the other item still wants its audio: the GPT pass runs to its end
+        assert len(checks) == budget and isinstance(got[0], Cancelled) and isinstance(got[1], SegmentAudio)
+
+
+def test_items_cancelled_before_the_batch_never_reach_the_gpt(engine, codes_seen):
+    tokens = [CancelToken(), CancelToken()]
+    for t in tokens:
+        t.cancel()
+    got = batched(engine, ITEMS[:2], seed=0, tokens=tokens)
+    assert all(isinstance(r, Cancelled) for r in got) and codes_seen == []
+
+
+def test_bad_items_fail_alone(engine):
+    missing = Voice("gone", FIX / "no-such.wav", "f7" * 32)
+    items = [(" ", SynthesisOptions(voice=SPEAKER)), ITEMS[0],
+             ("Hello.", SynthesisOptions(voice=missing)), ("Hello.", SynthesisOptions())]
+    got = batched(engine, items, seed=1)
+    assert isinstance(got[0], EngineError) and "empty text" in str(got[0])
+    assert_same_audio(got[1], serial(engine, [ITEMS[0]], seed=1)[0])
+    assert isinstance(got[2], EngineError) and "reference voice" in str(got[2])
+    assert isinstance(got[3], EngineError) and "reference voice" in str(got[3])
+
+
+def test_a_failing_shared_pass_retries_items_alone(engine, monkeypatch):
+    real = indextts2.generate
+
+    def fails_on_batches(model, cond, texts, *args, **kwargs):
+        if len(texts) > 1:
+            raise RuntimeError("out of memory")  # e.g. a batch too big for the GPU
+        return real(model, cond, texts, *args, **kwargs)
+
+    monkeypatch.setattr(indextts2, "generate", fails_on_batches)
+    got = batched(engine, ITEMS[:2], seed=2)
+    for g, w in zip(got, serial(engine, ITEMS[:2], seed=2)):
+        assert_same_audio(g, w)
+
+
+def test_beam_sampling_batches(engine, codes_seen):
+    beam = IndexTTS2Engine(engine.models, sampling=SamplingParams(max_mel_tokens=30), cfm_steps=3,
+                           fingerprint=engine.fingerprint)
+    beam.voices, beam.emotions = engine.voices, engine.emotions  # same weights: reuse the conditioning
+    assert beam.sampling.mode == "beam_sample" and beam.sampling.num_beams == 3
+    # a batch of one draws exactly what a serial run draws
+    assert_same_audio(batched(beam, ITEMS[:1], seed=4)[0], serial(beam, ITEMS[:1], seed=4)[0])
+    codes_seen.clear()
+    items = [ITEMS[0], ITEMS[2], ITEMS[3]]
+    got = batched(beam, items, seed=4)
+    assert len(codes_seen) == 3  # three requests (x 3 beams) in one generate call
+    for (text, opts), codes, out in zip(items, codes_seen, got):
+        assert 0 < len(codes) <= 30
+        frames = int(np.float32(len(codes)) * np.float32(1.72) / np.float32(opts.speed))
+        assert out.pcm.shape == (frames * HOP,) and np.isfinite(out.pcm).all()
+
+
+def test_default_synthesize_batch_loops_and_isolates_errors():
+    class Plain(Engine):
+        def synthesize(self, text, options, cancel):
+            if text == "bad":
+                raise EngineError("bad text")
+            return SegmentAudio(np.zeros(len(text), np.float32), self.sample_rate)
+
+    gone = CancelToken()
+    gone.cancel()
+    tokens = [CancelToken(), CancelToken(), gone, CancelToken()]
+    out = Plain().synthesize_batch([(t, SynthesisOptions(), c) for t, c in zip(["ab", "bad", "abc", "abcd"], tokens)])
+    assert [type(r).__name__ for r in out] == ["SegmentAudio", "EngineError", "Cancelled", "SegmentAudio"]
+    assert len(out[3].pcm) == 4
+
+
+# ----------------------------------------------------------------------------- executor
+
+
+OPTS = SynthesisOptions()
+
+
+class BatchRecorder(Engine):
+    """Records every batch. A batch with a "wait" text holds the worker until ``release`` (cancelled
+    items leave it early); "boom" texts fail; "crash" fails the whole call."""
+
+    name = "recorder"
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def synthesize(self, text, options, cancel):  # pragma: no cover - the batch path is used
+        raise AssertionError("BatchingExecutor must call synthesize_batch")
+
+    def synthesize_batch(self, items):
+        texts = [t for t, _, _ in items]
+        self.batches.append(texts)
+        if "crash" in texts:
+            raise RuntimeError("the GPU fell over")
+        waiting = [i for i, t in enumerate(texts) if t.startswith("wait")]
+        if waiting:
+            self.started.set()
+            while not self.release.is_set() and not all(items[i][2].cancelled for i in waiting):
+                time.sleep(0.002)
+        out = []
+        for text, _, cancel in items:
+            if cancel.cancelled:
+                out.append(Cancelled())
+            elif text.startswith("boom"):
+                out.append(EngineError(f"cannot say {text!r}"))
+            else:
+                out.append(SegmentAudio(np.full(len(text) * 10, 0.1, np.float32), self.sample_rate))
+        return out
+
+
+@pytest.fixture
+async def setup():
+    engine = BatchRecorder()
+    executor = BatchingExecutor(engine, max_queue=8, max_batch=4)
+    await executor.start()
+    yield engine, executor
+    engine.release.set()
+    await executor.close()
+
+
+async def running(engine) -> None:
+    assert await asyncio.to_thread(engine.started.wait, 10), "the gate batch never started"
+
+
+async def test_batches_form_and_owners_take_turns(setup):
+    engine, executor = setup
+    gate = executor.submit("wait", OPTS, owner="gate")
+    await running(engine)
+    jobs = [executor.submit(t, OPTS, owner=t[0]) for t in ("A1", "A2", "A3", "B1", "B2", "C1")]
+    assert executor.queue_depth == 6
+    engine.release.set()
+    await gate.result()
+    for job in jobs:
+        assert len((await job.result()).pcm) == 20
+    # every owner's head job first (C1 before A2), FIFO within an owner, at most 4 per batch
+    assert engine.batches == [["wait"], ["A1", "B1", "C1", "A2"], ["B2", "A3"]]
+    assert executor.queue_depth == 0
+
+
+async def test_cancel_one_job_of_a_running_batch(setup):
+    engine, executor = setup
+    a = executor.submit("wait a", OPTS, owner="a")
+    b = executor.submit("wait b", OPTS, owner="b")
+    c = executor.submit("c", OPTS, owner="c")
+    await running(engine)
+    assert engine.batches == [["wait a", "wait b", "c"]]
+    a.cancel()
+    with pytest.raises(Cancelled):
+        await a.result()
+    engine.release.set()
+    assert len((await b.result()).pcm) == 60 and len((await c.result()).pcm) == 10
+
+
+async def test_cancel_owner_reaches_queued_and_running_jobs(setup):
+    engine, executor = setup
+    x_running = executor.submit("wait x", OPTS, owner="x")
+    await running(engine)
+    x_queued = [executor.submit(f"x{i}", OPTS, owner="x") for i in range(3)]
+    y = executor.submit("y", OPTS, owner="y")
+    assert executor.cancel_owner("x") == 4
+    for job in [x_running, *x_queued]:
+        with pytest.raises(Cancelled):
+            await job.result()
+    await y.result()  # the gate left early: its only waiting item was cancelled
+    assert engine.batches == [["wait x"], ["y"]]
+
+
+async def test_busy_when_the_queue_is_full(setup):
+    engine, executor = setup
+    gate = executor.submit("wait", OPTS, owner="a")
+    await running(engine)  # the running batch does not count against the queue
+    queued = [executor.submit(f"q{i}", OPTS, owner=f"o{i % 3}") for i in range(8)]
+    with pytest.raises(ExecutorBusy, match="limit 8"):
+        executor.submit("one too many", OPTS, owner="z")
+    queued[0].cancel()  # a cancelled job waiting in line frees its place
+    executor.submit("room again", OPTS, owner="z")
+    engine.release.set()
+    await gate.result()
+    for job in queued[1:]:
+        await job.result()
+
+
+async def test_failures_stay_per_job_and_the_hook_sees_each(setup):
+    engine, executor = setup
+    seen = []
+    executor.on_segment_done = lambda job, result, seconds: seen.append((job.text, type(result).__name__))
+    gate = executor.submit("wait", OPTS, owner="g")
+    await running(engine)
+    bad = executor.submit("boom", OPTS, owner="a")
+    good = executor.submit("fine", OPTS, owner="b")
+    engine.release.set()
+    await gate.result()
+    with pytest.raises(EngineError, match="boom"):
+        await bad.result()
+    await good.result()
+    crash = executor.submit("crash", OPTS, owner="a")
+    with pytest.raises(RuntimeError, match="fell over"):
+        await crash.result()
+    await executor.submit("still alive", OPTS, owner="a").result()
+    assert seen == [("wait", "SegmentAudio"), ("boom", "EngineError"), ("fine", "SegmentAudio"),
+                    ("crash", "RuntimeError"), ("still alive", "SegmentAudio")]
+
+
+async def test_close_cancels_everything_and_refuses_new_work():
+    engine = BatchRecorder()
+    executor = BatchingExecutor(engine, max_queue=8, max_batch=2)
+    await executor.start()
+    running_jobs = [executor.submit("wait 1", OPTS, owner="a"), executor.submit("wait 2", OPTS, owner="b")]
+    await running(engine)
+    queued = [executor.submit(f"q{i}", OPTS, owner="c") for i in range(3)]
+    await executor.close()
+    for job in running_jobs + queued:
+        with pytest.raises(Cancelled):
+            await job.result()
+    assert executor.queue_depth == 0 and engine.batches == [["wait 1", "wait 2"]]
+    with pytest.raises(ExecutorClosed):
+        executor.submit("late", OPTS, owner="c")
+    assert not any(t.name == "engine-worker" and t.is_alive() for t in threading.enumerate())
+
+
+async def test_max_batch_one_runs_like_the_serial_executor():
+    engine = BatchRecorder()
+    executor = BatchingExecutor(engine, max_queue=8, max_batch=1)
+    await executor.start()
+    try:
+        gate = executor.submit("wait", OPTS, owner="gate")
+        await running(engine)
+        jobs = [executor.submit(t, OPTS, owner=t[0]) for t in ("A1", "A2", "A3", "B1", "B2", "C1")]
+        engine.release.set()
+        await gate.result()
+        for job in jobs:
+            await job.result()
+    finally:
+        engine.release.set()
+        await executor.close()
+    assert engine.batches == [["wait"], ["A1"], ["B1"], ["C1"], ["A2"], ["B2"], ["A3"]]
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        BatchingExecutor(None, max_batch=0)

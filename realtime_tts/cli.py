@@ -49,27 +49,50 @@ def _choose(settings) -> "EngineChoice":  # noqa: F821
 
 # --- serve ---------------------------------------------------------------------------------
 
-def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def batch_size(settings, engine_name: str) -> int:
+    """``--max-batch``, with 0 resolved: batching pays off only for IndexTTS2 on a GPU."""
+    if settings.max_batch > 0:
+        return settings.max_batch
+    if engine_name != "indextts2" or settings.device == "cpu":
+        return 1
+    import torch
 
+    return 8 if torch.cuda.is_available() else 1
+
+
+def build_context(settings, choice) -> "ServerContext":  # noqa: F821
+    """Everything ``serve`` runs, before the engine is loaded (the app's lifespan loads it)."""
+    from .engine.batching import BatchingExecutor
     from .engine.executor import SerialExecutor
     from .engine.select import load_engine
-    from .server.app import create_app
     from .server.context import ServerContext
-    from .server.logging import configure_logging
     from .server.voices import VoiceLibrary
 
-    settings = config.load_settings(args)
-    configure_logging(settings.log_format)
-    choice = _choose(settings)
-    print(f"realtime-tts: engine {choice.name} ({choice.reason})", flush=True)
-    print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
-    print("\n".join(_urls(settings.host, settings.port)), flush=True)
-    ctx = ServerContext(settings=settings, executor=SerialExecutor(None, max_queue=settings.max_queue))
+    max_batch = batch_size(settings, choice.name)
+    executor = (BatchingExecutor(None, max_queue=settings.max_queue, max_batch=max_batch) if max_batch > 1
+                else SerialExecutor(None, max_queue=settings.max_queue))
+    ctx = ServerContext(settings=settings, executor=executor)
     ctx.engine_name = choice.name
     ctx.load_engine = lambda: load_engine(choice, checkpoints=settings.checkpoints, device=settings.device,
                                           cache_dir=Path(settings.data_dir) / "conditioning")
     ctx.voices = VoiceLibrary.from_settings(settings)
+    return ctx
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server.app import create_app
+    from .server.logging import configure_logging
+
+    settings = config.load_settings(args)
+    configure_logging(settings.log_format)
+    choice = _choose(settings)
+    ctx = build_context(settings, choice)
+    batching = f", up to {ctx.executor.max_batch} segments per pass" if hasattr(ctx.executor, "max_batch") else ""
+    print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
+    print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
+    print("\n".join(_urls(settings.host, settings.port)), flush=True)
     uvicorn.run(create_app(ctx), host=settings.host, port=settings.port, log_config=None,
                 ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
     return 0

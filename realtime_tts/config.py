@@ -42,6 +42,8 @@ class Settings:
     device: str = opt("auto", "torch device for the IndexTTS2 engine: auto, cpu, cuda, cuda:N")
     # --- executor ----------------------------------------------------------------
     max_queue: int = opt(256, "maximum queued segments across all clients before new work is refused as busy")
+    max_batch: int = opt(0, "segments synthesized together in one engine pass (1: one at a time; "
+                            "0: automatic, 8 for IndexTTS2 on a CUDA GPU, else 1)")
     # --- text --------------------------------------------------------------------
     max_segment_chars: int = opt(120, "maximum characters per synthesized segment")
     first_clause_min_chars: int = opt(8, "first segment of a turn may end at a clause mark (，,、：) once this many characters are buffered")
@@ -81,6 +83,8 @@ class Settings:
             raise ConfigError(f"port: {self.port} is not a valid TCP port")
         if self.max_queue < 1:
             raise ConfigError("max_queue must be at least 1")
+        if self.max_batch < 0:
+            raise ConfigError("max_batch must be 0 (automatic) or at least 1")
         if not (0 <= self.xiaozhi_max_lead_ms <= 1000):
             raise ConfigError("xiaozhi_max_lead_ms must be within 0-1000 (the device drops audio beyond 2.4 s)")
 

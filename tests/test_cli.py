@@ -131,3 +131,21 @@ def test_say_with_an_indextts2_checkpoint_and_a_cloned_voice(tmp_path, capsys):
     with wave.open(str(out)) as w:
         assert w.getframerate() == 22050 and w.getnframes() > 0
     assert list((tmp_path / "data" / "conditioning").glob("*.pt"))  # the voice's conditioning was kept
+
+
+def test_executor_choice_follows_max_batch(tmp_path):
+    from realtime_tts.cli import batch_size, build_context
+    from realtime_tts.config import Settings
+    from realtime_tts.engine.batching import BatchingExecutor
+    from realtime_tts.engine.executor import SerialExecutor
+    from realtime_tts.engine.select import EngineChoice
+
+    espeak, index = EngineChoice("espeak", "test"), EngineChoice("indextts2", "test")
+    assert batch_size(Settings(max_batch=0), "espeak") == 1
+    assert batch_size(Settings(max_batch=0, device="cpu"), "indextts2") == 1
+    assert batch_size(Settings(max_batch=4), "espeak") == 4
+    ctx = build_context(Settings(data_dir=tmp_path, max_batch=1), index)
+    assert isinstance(ctx.executor, SerialExecutor) and ctx.engine is None and ctx.engine_name == "indextts2"
+    ctx = build_context(Settings(data_dir=tmp_path, max_batch=6, max_queue=10), espeak)
+    assert isinstance(ctx.executor, BatchingExecutor) and ctx.executor.max_batch == 6
+    assert ctx.executor.max_queue == 10

@@ -13,6 +13,9 @@ for the first time (conditioning included) and for a cached voice. Run it from t
     PYTHONPATH=. python tools/bench/pipeline.py --device cuda --tokens 250 --segments 3
     PYTHONPATH=. python tools/bench/pipeline.py --quick            # a fast smoke run
     PYTHONPATH=. python tools/bench/pipeline.py --tiny --device cpu  # tiny random model (tests)
+
+With ``--streams N[,N...]`` (or ``realtime-tts bench serve ...``) the serving benchmark runs instead:
+the real server under N concurrent clients (tools/bench/serve.py; ``realtime-tts bench serve --help``).
 """
 
 from __future__ import annotations
@@ -110,7 +113,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _serving_bench(argv: list[str]) -> int:
+    """``bench serve ...`` / ``bench --streams ...``: hand over to tools/bench/serve.py."""
+    import importlib.util
+
+    key = "realtime_tts_bench_serve"
+    if key not in sys.modules:  # registered before it runs: its dataclasses look themselves up there
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name("serve.py"))
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    return sys.modules[key].run_bench(argv)
+
+
 def run_bench(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        return _serving_bench(argv[1:])
+    if any(x == "--streams" or x.startswith("--streams=") for x in argv):
+        return _serving_bench(argv)
     a = parse_args(argv)
     from realtime_tts.engine.base import SynthesisOptions, Voice
     from realtime_tts.engine.indextts2 import IndexTTS2Engine, pick_device, pick_dtype, synthetic_voice_wav

@@ -1,0 +1,144 @@
+"""``realtime-tts bench --streams ...`` (tools/bench/serve.py): the real server under N concurrent
+simulated streams. Smoke runs only (eSpeak NG and the tiny IndexTTS2 checkpoint): the result has
+its shape, every stream got audio, the plot is a PNG; no timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CKPT = ROOT / "tests" / "fixtures" / "pipeline" / "checkpoints"
+
+
+def _load(name: str):
+    key = f"realtime_tts_bench_{name}"
+    if key not in sys.modules:  # tools/ is not a package; its dataclasses need the module registered
+        spec = importlib.util.spec_from_file_location(key, ROOT / "tools" / "bench" / f"{name}.py")
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    return sys.modules[key]
+
+
+serve = _load("serve")
+
+LEVEL_KEYS = {"streams", "turns", "turns_ok", "wall_s", "ttfa_server_s", "ttfa_client_s", "queue_wait_s", "segments",
+              "segments_failed", "stages_ms", "gpt_ms_per_code_est", "encode_ms", "rtf", "audio_s",
+              "throughput_x_realtime", "underruns", "stall_s", "gpu_max_allocated_mb", "streams_detail"}
+STATS_KEYS = {"n", "p50", "p95", "mean", "max"}
+
+
+def json_line(out: str) -> dict:
+    lines = [line for line in out.splitlines() if line.startswith("JSON ")]
+    assert len(lines) == 1, out
+    return json.loads(lines[0][5:])
+
+
+def check_levels(result: dict, streams: list[int], turns: int) -> None:
+    assert [lv["streams"] for lv in result["levels"]] == streams
+    for lv in result["levels"]:
+        assert set(lv) == LEVEL_KEYS
+        n = lv["streams"]
+        assert lv["turns"] == lv["turns_ok"] == n * turns
+        # one server-side and one client-side TTFA sample per turn
+        assert set(lv["ttfa_server_s"]) == STATS_KEYS and lv["ttfa_server_s"]["n"] == n * turns
+        assert lv["ttfa_client_s"]["n"] == n * turns
+        assert lv["ttfa_server_s"]["p50"] <= lv["ttfa_server_s"]["p95"] <= lv["ttfa_server_s"]["max"]
+        assert lv["segments"] >= n * turns and lv["segments_failed"] == 0
+        assert lv["audio_s"] > 0 and lv["rtf"] > 0 and lv["encode_ms"] > 0
+        assert lv["underruns"] >= 0 and lv["gpu_max_allocated_mb"] is None  # CPU only in CI
+        detail = lv["streams_detail"]
+        assert [d["stream"] for d in detail] == list(range(n))
+        for d in detail:
+            assert d["turns"] == turns and d["packets"] > 0 and d["audio_s"] > 0 and not d["errors"], d
+            assert len(d["ttfa_client_s"]) == turns and all(t > 0 for t in d["ttfa_client_s"])
+
+
+def test_standard_sentence_set():
+    assert {(lang, n) for lang in serve.LANGS for n in serve.LENGTHS} == set(serve.SENTENCES)
+    for (lang, n), text in serve.SENTENCES.items():
+        assert len(text) == n, (lang, n, text)
+
+
+def test_playback_gaps():
+    # 60 ms packets: the first three back to back, then one 100 ms after the queue ran dry
+    arrivals = [(0.0, 0.06), (0.0, 0.06), (0.05, 0.06), (0.28, 0.06), (0.30, 0.06)]
+    underruns, stall = serve.playback_gaps(arrivals)
+    assert underruns == 1 and stall == pytest.approx(0.28 - 0.18)
+    assert serve.playback_gaps([(0.0, 0.06), (0.061, 0.06)]) == (0, 0.0)  # within the tolerance
+    assert serve.playback_gaps([]) == (0, 0.0)
+
+
+def test_espeak_agent_streams_with_plot(tmp_path, capsys):
+    out_json, png = tmp_path / "r.json", tmp_path / "latency.png"
+    rc = serve.run_bench(["--engine", "espeak", "--streams", "1,3", "--turns", "2", "--lengths", "7,16",
+                          "--ref-seconds", "2", "--out", str(out_json), "--plot", str(png)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    result = json_line(out)
+    assert result["bench"] == "serve" and result["client"] == "agent" and result["engine"] == "eSpeak NG"
+    assert result["config"]["streams"] == [1, 3] and result["config"]["ref_seconds"] == 2.0
+    check_levels(result, [1, 3], 2)
+    assert json.loads(out_json.read_text()) == result
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert "TTFA srv p50/p95 ms" in out and "encode ms" in out
+
+
+def test_espeak_xiaozhi_devices(capsys):
+    assert serve.run_bench(["--engine", "espeak", "--client", "xiaozhi", "--streams", "2", "--turns", "1",
+                            "--lengths", "7", "--langs", "en", "--ref-seconds", "1"]) == 0
+    result = json_line(capsys.readouterr().out)
+    assert result["client"] == "xiaozhi"
+    check_levels(result, [2], 1)
+
+
+def test_tiny_indextts2_checkpoint(capsys):
+    assert serve.run_bench(["--engine", "indextts2", "--checkpoints", str(CKPT), "--device", "cpu",
+                            "--cfm-steps", "2", "--tokens", "12", "--streams", "2", "--turns", "1",
+                            "--lengths", "7", "--ref-seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    result = json_line(out)
+    assert "12 codes per segment" in result["engine"]
+    check_levels(result, [2], 1)
+    lv = result["levels"][0]
+    assert set(lv["stages_ms"]) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
+    assert lv["gpt_ms_per_code_est"] > 0
+    assert result["config"]["tokens"] == 12 and result["config"]["cfm_steps"] == 2
+
+
+def test_cli_dispatch(capsys):
+    """``realtime-tts bench --streams`` runs this benchmark; without it the pipeline bench's help stays."""
+    from realtime_tts.cli import main
+
+    assert main(["bench", "--streams", "1", "--engine", "espeak", "--turns", "1", "--lengths", "7",
+                 "--langs", "zh", "--ref-seconds", "1"]) == 0
+    check_levels(json_line(capsys.readouterr().out), [1], 1)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "serve", "--help"])
+    assert e.value.code == 0
+    assert "--streams" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--tokens" in help_text and "--streams" in help_text  # the pipeline bench, pointing here
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--streams", "0"], "--streams: every level must be at least 1"),
+    (["--streams", "1,x"], "expected comma-separated integers"),
+    (["--streams", "1", "--lengths", "9"], "--lengths: the standard set has"),
+    (["--streams", "1", "--langs", "fr"], "--langs: choose from zh, en"),
+    (["--streams", "1", "--tokens", "lots"], "--tokens: expected natural, auto or a number"),
+    (["--streams", "1", "--ref-seconds", "30"], "--ref-seconds must be within"),
+    (["--streams", "1", "--engine", "espeak", "--checkpoints", "x"], "apply to --engine indextts2 only"),
+    (["--streams", "1", "--checkpoints", "/nonexistent/ckpt"], "--checkpoints: no such directory"),
+])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        serve.run_bench(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

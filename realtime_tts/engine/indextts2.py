@@ -13,8 +13,9 @@ Pieces of one segment longer than 120 tokens are joined with 200 ms of silence, 
 code does between segments (the server adds the same pause between the segments it sends).
 
 ``run_batch`` (``synthesize_batch``, used by the batching executor) runs several segments through
-shared passes: one GPT ``generate`` for every piece of every segment, one latent pass, one masked
-S2M solve per distinct speed, one masked BigVGAN pass; see its docstring for randomness and
+shared passes: one GPT ``generate`` for the n-th piece of every segment, one latent pass, one masked
+S2M solve per distinct speed, one masked BigVGAN pass. Each segment draws from its own generator, so
+a batched segment equals the same segment synthesized alone; see its docstring for randomness and
 cancellation.
 
 Conditioning (w2v-BERT features, codec codes, reference mel, CAMPPlus style, S2M prompt condition,
@@ -38,11 +39,12 @@ silence-code runs (off by default; the official v2 code never calls it).
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -412,9 +414,8 @@ class IndexTTS2Engine(Engine):
         self.voices = ConditioningCache(cache_capacity, **disk)
         self.emotions = ConditioningCache(cache_capacity, **disk)
         self._emotion_text: dict[str, list[float]] = {}  # Qwen answers, by text hash (small)
-        self._generator = None
-        if seed is not None:
-            self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._seed = seed
+        self._calls = itertools.count()  # synthesize calls (batch items) so far: call n uses seed + n
         self._lock = threading.Lock()  # one synthesis at a time (the executor already serialises)
         self.warmed_up = False
         if self.device.type == "cpu":
@@ -547,10 +548,23 @@ class IndexTTS2Engine(Engine):
         segments = split_segments(pieces, self.max_segment_tokens)
         return [tok.convert_tokens_to_ids(s) for s in segments]
 
+    def call_generator(self) -> torch.Generator:
+        """The generator of the next synthesize call or batch item.
+
+        A seeded engine seeds call n with ``seed + n``: call 0 draws what the official code draws
+        after ``torch.manual_seed(seed)``, and call n draws the same whether it runs alone
+        (``synthesize``) or inside a batch (``synthesize_batch``). An unseeded engine seeds each call
+        from torch's global RNG.
+        """
+        n = next(self._calls)
+        seed = self._seed + n if self._seed is not None else int(torch.randint(0, 2**62, ()))
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:
+        generator = self.call_generator()  # every call takes its seed, even one that fails
         if not isinstance(text, str) or not text.strip():
             raise EngineError("indextts2 engine got empty text: nothing to synthesize")
-        return self.run(text, options, cancel, generator=self._generator)
+        return self.run(text, options, cancel, generator=generator)
 
     def run(self, text: str | list[list[int]], options: SynthesisOptions, cancel: CancelToken | None = None, *,
             generator: torch.Generator | None = None, max_codes: int | None = None,
@@ -644,29 +658,37 @@ class IndexTTS2Engine(Engine):
 
     def synthesize_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]]
                          ) -> list[SegmentAudio | BaseException]:
-        return self.run_batch(items, generator=self._generator)
+        return self.run_batch(items)
 
     def run_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]], *,
-                  generator: torch.Generator | None = None) -> list[SegmentAudio | BaseException]:
+                  generators: Sequence[torch.Generator] | None = None) -> list[SegmentAudio | BaseException]:
         """Several segments through shared model passes; slot i is item i's audio or its error.
 
-        Every piece of every segment is one row: one ``generate`` call for all rows (each with its
-        own voice and emotion conditioning, beams included), one latent pass, one S2M solve per
+        Every piece of every segment is one row. The GPT runs in waves: one ``generate`` call for
+        the first piece of every segment, one for the second pieces, and so on (each row with its
+        own voice and emotion conditioning, beams included); then one latent pass, one S2M solve per
         distinct speed (rows of different lengths and voices, masked), one masked BigVGAN pass.
 
-        Randomness: the GPT draws first (all rows in one stream), then the CFM noise of each row
-        in row order. Greedy decoding draws nothing, so a batch then equals running its items one
-        after another with the same generator (the test proves it); sampled decoding interleaves
-        the rows' draws, so each item is an equally valid sample but not the serial run's sample.
+        Randomness: item i draws only from ``generators[i]`` (default: ``call_generator()`` per
+        item, as ``synthesize`` takes one per call), in the order ``run`` draws from its generator:
+        piece 1's GPT sampling, piece 1's CFM noise, piece 2's GPT sampling, ... So item i equals
+        ``run(item i, generator=g)`` with ``g`` seeded like ``generators[i]``, in every decoding
+        mode (codes exactly; audio to float rounding of the batched passes).
 
         A cancelled item is dropped at the next stage boundary and gets ``Cancelled``; the others
-        go on. Its GPT rows keep decoding until the batch's GPT pass ends (``generate`` cannot drop
-        rows), but a pass stops at once when every item is cancelled. If a shared pass fails, each
-        item is retried alone so one bad segment fails only itself.
+        go on. Its GPT rows keep decoding until the wave's GPT pass ends (``generate`` cannot drop
+        rows), but a pass stops at once when every item in it is cancelled. If a shared pass fails,
+        each item is retried alone (from its generator's state before the batch) so one bad segment
+        fails only itself.
         """
+        if generators is None:
+            generators = [self.call_generator() for _ in items]
+        if len(generators) != len(items) or not all(isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(f"run_batch needs one torch.Generator per item ({len(items)}), got {generators!r}")
         results: list[SegmentAudio | BaseException | None] = [None] * len(items)
         live: list[_BatchItem] = []
         with self._lock, torch.inference_mode():
+            states = [g.get_state() for g in generators]
             for i, (text, options, cancel) in enumerate(items):
                 t = time.perf_counter()
                 try:
@@ -682,12 +704,12 @@ class IndexTTS2Engine(Engine):
                 except Exception as e:
                     results[i] = e
                     continue
-                live.append(_BatchItem(i, options.speed, cancel, vc, emovec, pieces,
+                live.append(_BatchItem(i, options.speed, cancel, vc, emovec, pieces, generators[i],
                                        {"conditioning": time.perf_counter() - t}))
             failed = None
             if live:
                 try:
-                    self._batch(live, generator)
+                    self._batch(live)
                 except Cancelled:
                     pass  # every item was cancelled; each gets Cancelled below
                 except Exception as e:
@@ -697,8 +719,9 @@ class IndexTTS2Engine(Engine):
                         len(live), type(failed).__name__, failed)
             for it in live:
                 text, options, cancel = items[it.index]
+                it.generator.set_state(states[it.index])
                 try:
-                    results[it.index] = self.run(text, options, cancel, generator=generator)
+                    results[it.index] = self.run(text, options, cancel, generator=it.generator)
                 except Exception as e:
                     results[it.index] = e
             return results  # type: ignore[return-value]
@@ -714,7 +737,7 @@ class IndexTTS2Engine(Engine):
                                                  stages=it.stages)
         return results  # type: ignore[return-value]
 
-    def _batch(self, items: list["_BatchItem"], generator: torch.Generator | None) -> None:
+    def _batch(self, items: list["_BatchItem"]) -> None:
         """The shared passes; fills ``wavs`` (or ``error``) of each item still wanted at the end."""
         m = self.models
         dev = self.device
@@ -730,30 +753,49 @@ class IndexTTS2Engine(Engine):
         def alive(rows: list[_Row]) -> list[_Row]:
             return [r for r in rows if r.item.error is None and not r.item.cancel.cancelled]
 
-        rows = [_Row(it, torch.as_tensor(ids, dtype=torch.long, device=dev)) for it in items for ids in it.pieces]
-        t = time.perf_counter()
-        spk = torch.cat([r.item.vc.spk_latents for r in rows])  # [R, 32, C]
-        emo = torch.cat([r.item.emovec for r in rows])  # [R, C]
-        gen = generate(m.gpt, m.gpt.conditioning(spk, emo), [r.ids for r in rows], self.sampling,
-                       cancel=_AllCancelled(items), generator=generator)
+        rows = [_Row(it, torch.as_tensor(ids, dtype=torch.long, device=dev), k)
+                for it in items for k, ids in enumerate(it.pieces)]
         book = m.codec.cfg.codebook_size
-        for r, codes, stopped in zip(rows, gen.codes, gen.stopped):
-            codes = codes.to(dev)
-            if not stopped:
-                log.warning("generation stopped at the code budget (%d codes) without a stop token; text tokens: %d",
-                            codes.numel(), r.ids.numel())
-            if self.remove_long_silence:
-                codes = shrink_silence(codes, self.silence_code)
-            if codes.numel() and int(codes.max()) >= book:
-                r.item.error = EngineError(f"the GPT emitted code {int(codes.max())}, outside the "
-                                           f"{book}-entry codebook")
-            elif codes.numel() == 0:
-                r.item.error = EngineError("the GPT produced no speech codes for this text")
-            r.codes = codes
-        t = tick("gpt", t, rows)
+        frames_per_code = m.s2mel.cfg.frames_per_code
+        # wave k: piece k of every segment, then its CFM noise, as a serial run draws them
+        for k in range(max(len(it.pieces) for it in items)):
+            wave = [r for r in alive(rows) if r.piece == k]
+            if not wave:
+                continue
+            t = time.perf_counter()
+            spk = torch.cat([r.item.vc.spk_latents for r in wave])  # [R, 32, C]
+            emo = torch.cat([r.item.emovec for r in wave])  # [R, C]
+            try:
+                gen = generate(m.gpt, m.gpt.conditioning(spk, emo), [r.ids for r in wave], self.sampling,
+                               cancel=_AllCancelled([r.item for r in wave]),
+                               generator=[r.item.generator for r in wave])
+            except Cancelled:
+                continue  # every item of the wave was cancelled: alive() drops them
+            for r, codes, stopped in zip(wave, gen.codes, gen.stopped):
+                codes = codes.to(dev)
+                if codes.numel() and int(codes.max()) >= book:
+                    r.item.error = EngineError(f"the GPT emitted code {int(codes.max())}, outside the "
+                                               f"{book}-entry codebook")
+                    continue
+                if not stopped:
+                    log.warning("generation stopped at the code budget (%d codes) without a stop token; "
+                                "text tokens: %d", codes.numel(), r.ids.numel())
+                if self.remove_long_silence:
+                    codes = shrink_silence(codes, self.silence_code)
+                if codes.numel() == 0:
+                    r.item.error = EngineError("the GPT produced no speech codes for this text")
+                    continue
+                r.codes = codes
+                # the row's CFM noise: the randn([1, n_mels, total]) its serial run draws next
+                g = r.item.generator
+                total = r.item.vc.ref_mel.size(-1) + int(target_lengths(torch.tensor([codes.numel()]),
+                                                                        frames_per_code, r.item.speed)[0])
+                r.noise = torch.randn(1, m.s2mel.cfg.n_mels, total, generator=g, device=g.device).to(dev)
+            tick("gpt", t, wave)
         rows = alive(rows)
         if not rows:
             return
+        t = time.perf_counter()
 
         spk = torch.cat([r.item.vc.spk_latents for r in rows])
         emo = torch.cat([r.item.emovec for r in rows])
@@ -765,12 +807,6 @@ class IndexTTS2Engine(Engine):
         s_infer = m.s2mel.semantic(m.codec.vq2emb(codes).transpose(1, 2), latent)  # [R, L, W]
         t = tick("gpt_latent", t, rows)
 
-        # CFM noise in row order, each row drawn as its own randn call (= the one-at-a-time draws)
-        frames_per_code = m.s2mel.cfg.frames_per_code
-        for r, n in zip(rows, code_lens):
-            total = r.item.vc.ref_mel.size(-1) + int(target_lengths(n[None], frames_per_code, r.item.speed)[0])
-            r.noise = torch.randn(1, m.s2mel.cfg.n_mels, total, generator=generator,
-                                  device=generator.device if generator is not None else dev).to(dev)
         for speed in dict.fromkeys(r.item.speed for r in rows):  # S2M takes one speed per call
             idx = [j for j, r in enumerate(rows) if r.item.speed == speed]
             group = [rows[j] for j in idx]
@@ -780,9 +816,12 @@ class IndexTTS2Engine(Engine):
                                      style=torch.cat([v.style for v in vcs]),
                                      lengths=torch.tensor([v.ref_mel.size(-1) for v in vcs], device=dev))
             noise = _pad_cat([r.noise for r in group], dim=2)
-            mel, gen_lens = m.s2mel.generate(s_infer[idx], code_lens[idx], prompt, speed=speed, steps=self.cfm_steps,
-                                             cfg_rate=self.cfg_rate, noise=noise, cancel=_AllCancelled(
-                                                 [r.item for r in group]))
+            try:
+                mel, gen_lens = m.s2mel.generate(s_infer[idx], code_lens[idx], prompt, speed=speed,
+                                                 steps=self.cfm_steps, cfg_rate=self.cfg_rate, noise=noise,
+                                                 cancel=_AllCancelled([r.item for r in group]))
+            except Cancelled:
+                continue  # every item of this speed was cancelled: alive() drops them
             for j, r in enumerate(group):
                 r.mel = mel[j : j + 1, :, : int(gen_lens[j])]
         t = tick("s2mel", t, rows)
@@ -856,6 +895,7 @@ class _BatchItem:
     vc: cond.VoiceConditioning
     emovec: torch.Tensor  # [1, C]
     pieces: list[list[int]]
+    generator: torch.Generator  # every random draw of this segment
     stages: dict[str, float]
     error: BaseException | None = None
     wavs: list[np.ndarray] | None = None
@@ -867,6 +907,7 @@ class _Row:
 
     item: _BatchItem
     ids: torch.Tensor  # [n] text token ids
+    piece: int  # its place in the segment: the GPT wave it runs in
     codes: torch.Tensor | None = None  # [L]
     noise: torch.Tensor | None = None  # [1, n_mels, prompt + generated frames]
     mel: torch.Tensor | None = None  # [1, n_mels, generated frames]

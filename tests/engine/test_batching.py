@@ -2,16 +2,16 @@
 BatchingExecutor forms fair batches behind the same contract as SerialExecutor (bounded queue,
 busy, per-job and per-owner cancellation, close, the metrics hook).
 
-Engine equality runs in greedy GPT mode: the batch then draws only the CFM noise, row by row in
-the order a serial run draws it, so a batch and a serial run with the same seed must agree
-(codes exactly, audio to 1e-4). Sampled modes interleave the rows' GPT draws in one stream, so
-there only a batch of one is compared, and a mixed batch is checked for shape and validity."""
+Engine equality: each batch item draws from its own generator, in the order a serial run draws
+(GPT sampling then CFM noise, piece by piece), so item i of a batch equals a serial run of item i
+with the same seed (codes exactly, audio to 1e-4), in greedy and in the default beam_sample mode."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +64,17 @@ ITEMS = [
 ]
 
 
-def serial(engine, items, seed):
-    g = torch.Generator().manual_seed(seed)
-    return [engine.run(text, opts, CancelToken(), generator=g) for text, opts in items]
+def serial(engine, items, seeds):
+    """Item i run alone with a generator seeded ``seeds[i]``."""
+    return [engine.run(text, opts, CancelToken(), generator=torch.Generator().manual_seed(s))
+            for (text, opts), s in zip(items, seeds)]
 
 
-def batched(engine, items, seed, tokens=None):
-    g = torch.Generator().manual_seed(seed)
+def batched(engine, items, seeds, tokens=None):
+    """One batch; item i draws from a generator seeded ``seeds[i]``."""
     tokens = tokens or [CancelToken() for _ in items]
-    return engine.run_batch([(t, o, c) for (t, o), c in zip(items, tokens)], generator=g)
+    return engine.run_batch([(t, o, c) for (t, o), c in zip(items, tokens)],
+                            generators=[torch.Generator().manual_seed(s) for s in seeds])
 
 
 def assert_same_audio(got, want):
@@ -88,13 +90,14 @@ def test_batch_equals_serial_runs(engine, codes_seen):
     engine.max_segment_tokens = 8  # the long item splits into pieces: more rows than items
     try:
         assert len(engine.text_ids(ITEMS[1][0])) == 2
-        want = serial(engine, ITEMS, seed=3)
+        want = serial(engine, ITEMS, seeds=[3, 4, 5, 6])
         serial_codes = list(codes_seen)
         codes_seen.clear()
-        got = batched(engine, ITEMS, seed=3)
+        got = batched(engine, ITEMS, seeds=[3, 4, 5, 6])
     finally:
         engine.max_segment_tokens = 120
-    assert codes_seen == serial_codes  # one generate call for all 5 rows, the same codes exactly
+    # two GPT waves (first pieces, then the second piece), the same codes exactly
+    assert sorted(codes_seen) == sorted(serial_codes)
     assert len({len(c) for c in serial_codes}) > 1  # rows of different lengths were batched
     for g, w in zip(got, want):
         assert_same_audio(g, w)
@@ -112,10 +115,9 @@ def test_cancelling_one_item_spares_the_others(engine, monkeypatch):
         return out
 
     monkeypatch.setattr(indextts2, "generate", cancel_during_gpt)
-    got = batched(engine, items, seed=5, tokens=tokens)
+    got = batched(engine, items, seeds=[5, 6, 7], tokens=tokens)
     assert isinstance(got[1], Cancelled)
-    # the cancelled row drew no CFM noise, so the others equal a serial run without it
-    for g, w in zip([got[0], got[2]], serial(engine, [items[0], items[2]], seed=5)):
+    for g, w in zip([got[0], got[2]], serial(engine, [items[0], items[2]], seeds=[5, 7])):
         assert_same_audio(g, w)
 
 
@@ -138,7 +140,7 @@ def test_a_shared_pass_stops_only_when_every_item_is_cancelled(engine, monkeypat
 
     cancel_ids = cancel
     monkeypatch.setattr(indextts2, "generate", cancel_at_step_3)
-    got = batched(engine, ITEMS[:2], seed=0, tokens=tokens)
+    got = batched(engine, ITEMS[:2], seeds=[0, 1], tokens=tokens)
     budget = max(engine.sampling.code_budget(len(engine.text_ids(t)[0])) for t, _ in ITEMS[:2])
     if cancel == [0, 1]:
         assert len(checks) == 3 and all(isinstance(r, Cancelled) for r in got)
@@ -150,7 +152,7 @@ def test_items_cancelled_before_the_batch_never_reach_the_gpt(engine, codes_seen
     tokens = [CancelToken(), CancelToken()]
     for t in tokens:
         t.cancel()
-    got = batched(engine, ITEMS[:2], seed=0, tokens=tokens)
+    got = batched(engine, ITEMS[:2], seeds=[0, 1], tokens=tokens)
     assert all(isinstance(r, Cancelled) for r in got) and codes_seen == []
 
 
@@ -158,9 +160,9 @@ def test_bad_items_fail_alone(engine):
     missing = Voice("gone", FIX / "no-such.wav", "f7" * 32)
     items = [(" ", SynthesisOptions(voice=SPEAKER)), ITEMS[0],
              ("Hello.", SynthesisOptions(voice=missing)), ("Hello.", SynthesisOptions())]
-    got = batched(engine, items, seed=1)
+    got = batched(engine, items, seeds=[1, 2, 3, 4])
     assert isinstance(got[0], EngineError) and "empty text" in str(got[0])
-    assert_same_audio(got[1], serial(engine, [ITEMS[0]], seed=1)[0])
+    assert_same_audio(got[1], serial(engine, [ITEMS[0]], seeds=[2])[0])
     assert isinstance(got[2], EngineError) and "reference voice" in str(got[2])
     assert isinstance(got[3], EngineError) and "reference voice" in str(got[3])
 
@@ -174,26 +176,57 @@ def test_a_failing_shared_pass_retries_items_alone(engine, monkeypatch):
         return real(model, cond, texts, *args, **kwargs)
 
     monkeypatch.setattr(indextts2, "generate", fails_on_batches)
-    got = batched(engine, ITEMS[:2], seed=2)
-    for g, w in zip(got, serial(engine, ITEMS[:2], seed=2)):
+    got = batched(engine, ITEMS[:2], seeds=[2, 3])
+    for g, w in zip(got, serial(engine, ITEMS[:2], seeds=[2, 3])):
         assert_same_audio(g, w)
 
 
-def test_beam_sampling_batches(engine, codes_seen):
-    beam = IndexTTS2Engine(engine.models, sampling=SamplingParams(max_mel_tokens=30), cfm_steps=3,
-                           fingerprint=engine.fingerprint)
-    beam.voices, beam.emotions = engine.voices, engine.emotions  # same weights: reuse the conditioning
-    assert beam.sampling.mode == "beam_sample" and beam.sampling.num_beams == 3
-    # a batch of one draws exactly what a serial run draws
-    assert_same_audio(batched(beam, ITEMS[:1], seed=4)[0], serial(beam, ITEMS[:1], seed=4)[0])
+def sampled_engine(engine, mode="beam_sample", seed=None) -> IndexTTS2Engine:
+    """The fixture's weights and conditioning, sampled decoding with per-text budgets."""
+    e = IndexTTS2Engine(engine.models, sampling=replace(GREEDY, mode=mode), cfm_steps=3,
+                        fingerprint=engine.fingerprint, seed=seed)
+    e.voices, e.emotions = engine.voices, engine.emotions  # same weights: reuse the conditioning
+    return e
+
+
+@pytest.mark.parametrize("mode", ["beam_sample", "sample"])
+def test_sampled_batch_equals_serial_runs(engine, codes_seen, mode):
+    eng = sampled_engine(engine, mode)
+    assert eng.sampling.num_beams == 3
+    eng.max_segment_tokens = 8  # a 2-piece item: its second piece runs in a second GPT wave
+    seeds = [4, 40, 400, 4000]
+    want = serial(eng, ITEMS, seeds)
+    serial_codes = list(codes_seen)
     codes_seen.clear()
+    got = batched(eng, ITEMS, seeds)
+    assert len(serial_codes) == 5 and len({len(c) for c in serial_codes}) > 1  # rows stop at different steps
+    assert sorted(codes_seen) == sorted(serial_codes)  # the same codes exactly
+    for g, w in zip(got, want):
+        assert_same_audio(g, w)
+    # the generators matter: other seeds give other samples
+    codes_seen.clear()
+    batched(eng, ITEMS, [s + 1 for s in seeds])
+    assert sorted(codes_seen) != sorted(serial_codes)
+
+
+def test_seeded_synthesize_batch_equals_serial_synthesize(engine):
+    """Call n of a seeded engine draws from seed + n, alone or inside a batch (call 0: the seed
+    itself, which the official-golden test relies on)."""
     items = [ITEMS[0], ITEMS[2], ITEMS[3]]
-    got = batched(beam, items, seed=4)
-    assert len(codes_seen) == 3  # three requests (x 3 beams) in one generate call
-    for (text, opts), codes, out in zip(items, codes_seen, got):
-        assert 0 < len(codes) <= 30
-        frames = int(np.float32(len(codes)) * np.float32(1.72) / np.float32(opts.speed))
-        assert out.pcm.shape == (frames * HOP,) and np.isfinite(out.pcm).all()
+    alone = sampled_engine(engine, seed=9)
+    want = [alone.synthesize(t, o, CancelToken()) for t, o in items]
+    assert_same_audio(want[0], serial(alone, items[:1], [9])[0])
+    together = sampled_engine(engine, seed=9)
+    got = together.synthesize_batch([(t, o, CancelToken()) for t, o in items])
+    for g, w in zip(got, want):
+        assert_same_audio(g, w)
+    # the next call goes on from seed + 3 either way
+    assert_same_audio(alone.synthesize(*ITEMS[1], CancelToken()), together.synthesize(*ITEMS[1], CancelToken()))
+
+
+def test_run_batch_needs_one_generator_per_item(engine):
+    with pytest.raises(ValueError, match="one torch.Generator per item"):
+        engine.run_batch([(t, o, CancelToken()) for t, o in ITEMS[:2]], generators=[torch.Generator()])
 
 
 def test_default_synthesize_batch_loops_and_isolates_errors():

@@ -85,6 +85,39 @@ def test_beam_batch_runs_per_request(model, cond):
         assert 0 < c.numel() <= 25 and stop not in c.tolist()
 
 
+@pytest.mark.parametrize("mode", ["beam_sample", "sample"])
+def test_batched_sampling_with_per_request_generators_equals_one_by_one(model, cond, mode):
+    # per-text budgets (2 + 3 per text token: 14, 35, 5 codes) end the requests at different steps
+    p = SamplingParams(mode=mode, max_mel_tokens=40, runaway_base=2, runaway_per_token=3)
+    seeds = [11, 12, 13]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    together = generate(model, cond, TEXTS, p, generator=gens)
+    lengths = set()
+    for i, (t, s) in enumerate(zip(TEXTS, seeds)):
+        g = torch.Generator().manual_seed(s)
+        alone = generate(model, cond, [t], p, generator=g)
+        assert together.codes[i].tolist() == alone.codes[0].tolist(), (mode, i)
+        assert together.stopped[i] == alone.stopped[0]
+        # the same number of draws: a request that finished early drew nothing more
+        assert torch.equal(gens[i].get_state(), g.get_state()), (mode, i)
+        # the list form of a batch of one is the single-generator form
+        single = generate(model, cond, [t], p, generator=[torch.Generator().manual_seed(s)])
+        assert single.codes[0].tolist() == alone.codes[0].tolist()
+        lengths.add(alone.codes[0].numel())
+    assert len(lengths) == 3  # three different stopping steps were batched
+    # other seeds give other samples: the generators are really used
+    other = generate(model, cond, TEXTS, p, generator=[torch.Generator().manual_seed(s + 100) for s in seeds])
+    assert [c.tolist() for c in other.codes] != [c.tolist() for c in together.codes]
+
+
+def test_generator_list_must_match_the_requests(model, cond):
+    p = SamplingParams(mode="sample", max_mel_tokens=5)
+    with pytest.raises(ValueError, match="one per request"):
+        generate(model, cond, TEXTS[:2], p, generator=[torch.Generator()])
+    with pytest.raises(ValueError, match="one per request"):
+        generate(model, cond, TEXTS[:2], p, generator=[torch.Generator(), 3])
+
+
 def test_position_quirk_switch_changes_decoding(model, cond):
     base = dict(mode="greedy", max_mel_tokens=30, runaway_guard=False)
     hf = generate(model, cond, TEXTS[:1], SamplingParams(**base)).codes[0]

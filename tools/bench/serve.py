@@ -193,7 +193,7 @@ def _forcing_engine(inner, tokens):
 
         def synthesize(self, text, options, cancel):
             n = min(cap, tokens if isinstance(tokens, int) else forced_codes(text))
-            return inner.run(text, options, cancel, generator=inner._generator, max_codes=n, suppress_stop=True)
+            return inner.run(text, options, cancel, generator=inner.call_generator(), max_codes=n, suppress_stop=True)
 
         def warmup(self):
             inner.warmup()

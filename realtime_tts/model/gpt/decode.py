@@ -16,6 +16,12 @@ Faithful details: the repetition penalty sees every id "so far", including the d
 1 and ``start_mel`` that the official generate() is fed; the fed-back code k sits at mel position
 k+2 (``hf_position_quirk``).
 
+Randomness: ``generator`` is one ``torch.Generator`` for the whole batch (the draws of all
+requests come from one stream, as upstream does for a batch), or a list with one generator per
+request: request i then draws from generator i exactly what it would draw alone (same calls, same
+shapes, same order), and nothing once it has finished, so a batched request equals its batch-of-one
+run with the same seed.
+
 Memory: one KV cache for prompt + code budget is allocated before the prefill; each step writes
 one slot per row in place. The decode-step inputs (codes, positions, slots) are [rows] tensors
 updated in place, so a step has fixed shapes; beam search reorders cache rows between steps.
@@ -173,24 +179,53 @@ class Hypotheses:
 
 # ---- generation -------------------------------------------------------------------------
 
+class Draws:
+    """The multinomial draws of a step: one shared stream, or one generator per request."""
+
+    def __init__(self, generator: torch.Generator | Sequence[torch.Generator] | None, requests: int,
+                 samples: int, device: torch.device):
+        self.shared = generator if generator is None or isinstance(generator, torch.Generator) else None
+        self.per_request: list[torch.Generator] | None = None
+        if self.shared is None and generator is not None:
+            gens = list(generator) if isinstance(generator, (list, tuple)) else None
+            if gens is None or len(gens) != requests or not all(isinstance(g, torch.Generator) for g in gens):
+                raise ValueError(f"generator must be one torch.Generator or a list of {requests} (one per "
+                                 f"request), got {generator!r}")
+            self.per_request = gens
+            self.out = torch.zeros(requests, samples, dtype=torch.long, device=device)  # reused every step
+        self.samples = samples
+
+    def __call__(self, probs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
+        """probs [requests, N] -> ids [requests, samples] drawn without replacement; with per-request
+        generators, rows not ``active`` draw nothing and keep stale ids (the caller ignores them)."""
+        if self.per_request is None:
+            return torch.multinomial(probs, self.samples, generator=self.shared)
+        for i, g in enumerate(self.per_request):
+            if active[i]:  # [1, N] like a batch of one: the same draw from the same stream
+                torch.multinomial(probs[i : i + 1], self.samples, generator=g, out=self.out[i : i + 1])
+        return self.out
+
+
 @torch.inference_mode()
 def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tensor],
              params: SamplingParams = SamplingParams(), cancel: Cancel | None = None,
-             generator: torch.Generator | None = None) -> Generation:
+             generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Generation:
     """Generate semantic codes for a batch of requests.
 
     cond: [B, 34, C] from ``model.conditioning`` (or [1, 34, C] shared by all texts);
     texts: B 1-D tensors of text token ids. ``cancel.raise_if_cancelled()`` runs every step.
+    generator: one for the batch, or B (one per request; see the module doc).
     """
     if not texts:
         raise ValueError("no texts to generate for")
+    beams = params.num_beams if params.mode == "beam_sample" else 1
+    draws = Draws(generator, len(texts), 2 * beams if beams > 1 else 1, cond.device)
     cfg = model.cfg
     budgets = [params.code_budget(int(torch.as_tensor(t).numel())) for t in texts]
     longest = max(budgets)
     if longest > cfg.max_mel_tokens:
         raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {cfg.max_mel_tokens}")
     emb, lengths = model.prompt(cond, texts)
-    beams = params.num_beams if params.mode == "beam_sample" else 1
     if beams > 1:
         emb, lengths = emb.repeat_interleave(beams, 0), lengths.repeat_interleave(beams, 0)
     rows = emb.size(0)
@@ -201,7 +236,7 @@ def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tens
     seen[:, cfg.start_mel_token] = True
     step_in = StepInputs(lengths, params.hf_position_quirk)
     run = _beam_sample if beams > 1 else _single
-    return run(model, logits, seen, step_in, cache, budgets, params, cancel, generator)
+    return run(model, logits, seen, step_in, cache, budgets, params, cancel, draws)
 
 
 class StepInputs:
@@ -232,7 +267,7 @@ def _raw_scores(logits: torch.Tensor, stop: int, params: SamplingParams) -> torc
     return scores
 
 
-def _single(model, logits, seen, step_in, cache, budgets, params, cancel, generator) -> Generation:
+def _single(model, logits, seen, step_in, cache, budgets, params, cancel, draws: Draws) -> Generation:
     cfg = model.cfg
     stop = cfg.stop_mel_token
     b = logits.size(0)
@@ -241,6 +276,7 @@ def _single(model, logits, seen, step_in, cache, budgets, params, cancel, genera
     stopped = torch.zeros_like(live)
     budget = torch.tensor(budgets, device=logits.device)
     row_ids = torch.arange(b, device=seen.device)
+    live_l = [True] * b
     for step in range(max(budgets)):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -249,13 +285,14 @@ def _single(model, logits, seen, step_in, cache, budgets, params, cancel, genera
             tokens = repetition_penalty(scores, seen, params.repetition_penalty).argmax(-1)
         else:
             probs = process(scores, seen, params, min_keep=1).softmax(-1)
-            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            tokens = draws(probs, live_l).squeeze(1)
         tokens = torch.where(live, tokens, stop)  # finished rows are padded with the stop id
         history[:, step] = tokens
         seen[row_ids, tokens] = True
         stopped |= live & (tokens == stop)
         live &= (tokens != stop) & (step + 1 < budget)
-        if not bool(live.any()):
+        live_l = live.tolist()  # the step's one host sync
+        if not any(live_l):
             break
         logits = step_in.feed(model, tokens, step, cache)
     codes = []
@@ -264,7 +301,7 @@ def _single(model, logits, seen, step_in, cache, budgets, params, cancel, genera
     return Generation(codes, stopped.tolist())
 
 
-def _beam_sample(model, logits, seen, step_in, cache, budgets, params, cancel, generator) -> Generation:
+def _beam_sample(model, logits, seen, step_in, cache, budgets, params, cancel, draws: Draws) -> Generation:
     cfg = model.cfg
     stop = cfg.stop_mel_token
     nb = params.num_beams
@@ -284,7 +321,7 @@ def _beam_sample(model, logits, seen, step_in, cache, budgets, params, cancel, g
             cancel.raise_if_cancelled()
         scores = process(F.log_softmax(_raw_scores(logits, stop, params), dim=-1), seen, params, min_keep=2)
         total = (scores + beam_scores[:, None]).view(b, nb * vocab)
-        cand = torch.multinomial(total.softmax(-1), n_cand, generator=generator)
+        cand = draws(total.softmax(-1), [not d for d in done])  # [b, n_cand]
         cand_scores = torch.gather(total, -1, cand)
         cand_scores, order = torch.sort(cand_scores, descending=True, dim=1)
         cand = torch.gather(cand, -1, order)

@@ -7,7 +7,10 @@ one that runs several segments per engine call, both on ``QueuedExecutor``.
 
 Fairness: jobs are queued per owner (a connection or stream) and the worker
 takes owners round-robin, FIFO within an owner, so one client's long text cannot
-starve another client's first sentence.
+starve another client's first sentence. On top of that, time to first audio wins
+over bulk work: a job submitted while its owner had nothing queued or running (a
+new turn's first sentence, or the next sentence of a stream whose audio has all been
+made) is "urgent" and is taken before any owner's backlog.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class SynthesisJob:
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     token: CancelToken = field(default_factory=CancelToken)
+    urgent: bool = False  # its owner had nothing queued or running: a listener is waiting on it
     _future: asyncio.Future | None = None
 
     def cancel(self) -> None:
@@ -155,6 +159,7 @@ class QueuedExecutor(Executor):
                 raise ExecutorBusy(
                     f"server busy: {self._depth} segments already queued (limit {self.max_queue})"
                 )
+            job.urgent = owner not in self._queues and not any(j.owner == owner for j in self._in_flight())
             self._queues.setdefault(owner, collections.deque()).append(job)
             self._depth += 1
             self._cond.notify()
@@ -181,9 +186,13 @@ class QueuedExecutor(Executor):
                 del self._queues[owner]
 
     def _next_job(self) -> SynthesisJob | None:
-        """Pop the oldest job of the next owner in round-robin order (lock held)."""
+        """Pop the oldest job of the next owner in round-robin order, owners whose next job is
+        urgent first (lock held)."""
         while self._queues:
-            owner, queue = next(iter(self._queues.items()))
+            owner = next((o for o, q in self._queues.items() if q[0].urgent), None)
+            if owner is None:
+                owner = next(iter(self._queues))
+            queue = self._queues[owner]
             job = queue.popleft()
             self._depth -= 1
             if queue:

@@ -95,6 +95,21 @@ async def test_owners_take_turns(setup):
     assert engine.calls[1:] == ["A1", "B1", "C1", "A2", "B2", "A3"]
 
 
+async def test_an_idle_owners_job_goes_before_backlogs(setup):
+    engine, executor = setup
+    gate = executor.submit("wait A1", OPTS, owner="A")
+    await running(engine)
+    backlog = [executor.submit(t, OPTS, owner=t[0]) for t in ("A2", "A3", "C1", "C2")]
+    late = executor.submit("B1", OPTS, owner="B")  # B has nothing queued or running: a listener waits
+    assert [j.urgent for j in backlog] == [False, False, True, False] and late.urgent
+    engine.release.set()
+    for job in [gate, *backlog, late]:
+        await job.result()
+    # Plain round-robin would give A2, C1, B1, A3, C2: the urgent first sentences of C and B
+    # overtake A's backlog, then the owners take turns as before.
+    assert engine.calls[1:] == ["C1", "B1", "A2", "C2", "A3"]
+
+
 async def test_cancel_a_queued_job(setup):
     engine, executor = setup
     gate = executor.submit("wait", OPTS, owner="a")
@@ -206,4 +221,5 @@ async def test_cancelled_jobs_waiting_in_line_do_not_make_the_queue_busy(setup):
     await gate.result()
     for job in stale[5:] + fresh:
         await job.result()
-    assert engine.calls == ["wait", "s5", "f0", "s6", "f1", "s7", "f2", "f3", "f4"]
+    # f0 is c's first sentence (urgent); then b and c take turns
+    assert engine.calls == ["wait", "f0", "s5", "f1", "s6", "f2", "s7", "f3", "f4"]

@@ -22,6 +22,18 @@ class CFM(nn.Module):
         super().__init__()
         self.n_mels = cfg.n_mels
         self.estimator = DiT(cfg)
+        self.velocity = self.estimator.forward  # what solve() calls; compile_estimator() swaps it
+
+    def compile_estimator(self) -> None:
+        """Run the estimator through ``torch.compile`` (Inductor: fused kernels, far fewer launches).
+
+        Compiled once with symbolic batch and length (``dynamic=True``), so segments of any length
+        and any batch size reuse that compilation; the first call pays for it (seconds to a minute),
+        which is why the engine's warm-up makes that call. Weights stay the module's own, so the
+        state dict and ``load_state_dict`` are unchanged. A plain function attribute, not a module:
+        the compiled wrapper must not appear in the state dict.
+        """
+        self.velocity = torch.compile(self.estimator.forward, dynamic=True)
 
     @torch.no_grad()
     def solve(
@@ -72,13 +84,13 @@ class CFM(nn.Module):
                 cancel.raise_if_cancelled()
             dt = t_span[step] - t_span[step - 1]
             if cfg_rate > 0:
-                v = self.estimator(
+                v = self.velocity(
                     torch.cat([x, x]).to(est_dtype), prompt_in, lens_in, t.expand(2 * B), style_in, mu_in, padded
                 ).float()
                 v_cond, v_uncond = v.chunk(2)
                 v = (1.0 + cfg_rate) * v_cond - cfg_rate * v_uncond
             else:
-                v = self.estimator(x.to(est_dtype), prompt_in, lens_in, t.expand(B), style_in, mu_in, padded).float()
+                v = self.velocity(x.to(est_dtype), prompt_in, lens_in, t.expand(B), style_in, mu_in, padded).float()
             x = x + dt * v
             t = t + dt  # accumulated like the official loop, not read from t_span
             x = torch.where(keep, x, 0.0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from realtime_tts.cli import build_parser, main
 from realtime_tts.engine.select import choose_engine
@@ -149,3 +150,18 @@ def test_executor_choice_follows_max_batch(tmp_path):
     ctx = build_context(Settings(data_dir=tmp_path, max_batch=6, max_queue=10), espeak)
     assert isinstance(ctx.executor, BatchingExecutor) and ctx.executor.max_batch == 6
     assert ctx.executor.max_queue == 10
+
+
+def test_dtype_setting_reaches_the_engine(tmp_path):
+    from realtime_tts.cli import build_context
+    from realtime_tts.config import ConfigError, Settings
+    from realtime_tts.engine.select import EngineChoice
+
+    with pytest.raises(ConfigError, match="dtype"):
+        Settings(dtype="int8").validate()
+    settings = Settings(data_dir=tmp_path, checkpoints=FIXTURE_CHECKPOINTS, device="cpu", dtype="fp16")
+    engine = build_context(settings, EngineChoice("indextts2", "test")).load_engine()
+    try:
+        assert engine.dtype == torch.float16 and engine.describe()["dtype"] == "float16"
+    finally:
+        engine.close()

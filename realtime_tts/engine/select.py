@@ -38,7 +38,7 @@ def choose_engine(requested: str, checkpoints: Path | str) -> EngineChoice:
                                   f"for IndexTTS2 quality run: {download_command(checkpoints)})")
 
 
-def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = "auto",
+def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = "auto", dtype: str = "auto",
                 cache_dir: Path | str | None = None) -> Engine:
     """Build the chosen engine; ``cache_dir`` keeps IndexTTS2's per-voice conditioning across restarts."""
     if choice.name == "espeak":
@@ -47,4 +47,4 @@ def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = 
         return EspeakEngine()
     from .indextts2 import IndexTTS2Engine
 
-    return IndexTTS2Engine.from_checkpoints(checkpoints, device=device, cache_dir=cache_dir)
+    return IndexTTS2Engine.from_checkpoints(checkpoints, device=device, dtype=dtype, cache_dir=cache_dir)

@@ -197,13 +197,7 @@ def build_checkpoint(dest: Path, size: str, repo: Path) -> None:
 
         torch.manual_seed(6)
         voc = BigVGAN(AttrDict(dict(spec["bigvgan"])), use_cuda_kernel=False)
-        for name, p in voc.named_parameters():  # a bounded, non-degenerate random vocoder
-            if name.endswith("weight_g"):
-                p.uniform_(0.5, 1.0)
-            elif name.endswith((".alpha", ".beta")):
-                p.copy_(0.3 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
+        _golden().randomize_bigvgan(voc)  # bounded and non-degenerate
         repo_id = spec["config"]["vocoder"]["name"]
         hf_put(cache, repo_id, "config.json").write_text(json.dumps(spec["bigvgan"], indent=1))
         torch.save({"generator": voc.state_dict()}, hf_put(cache, repo_id, "bigvgan_generator.pt"))
@@ -224,22 +218,8 @@ def _patch_official_runtime(size: str) -> None:
     if size == "tiny":
         _golden()._patch_official()  # includes the Qwen and wetext patches
         return
-    import platform
-
-    from indextts.utils import front
-
     iv2.QwenEmotion = lambda model_dir: None
-    load = front.TextNormalizer.load
-
-    def wetext_load(self):
-        real = platform.system
-        platform.system = lambda: "Darwin"
-        try:
-            load(self)
-        finally:
-            platform.system = real
-
-    front.TextNormalizer.load = wetext_load
+    _golden().patch_wetext()
 
 
 def official_worker(job: dict) -> dict:

@@ -167,7 +167,12 @@ def _patch_official() -> None:
     campplus = iv2.CAMPPlus
     iv2.CAMPPlus = lambda feat_dim=80, embedding_size=192: campplus(feat_dim=feat_dim, **CAMPPLUS_TINY)
     iv2.QwenEmotion = lambda model_dir: None
+    patch_wetext()
 
+
+def patch_wetext() -> None:
+    """The official normaliser takes its wetext branch (the one it uses off Linux): WeTextProcessing
+    needs pynini, which the oracle venv does not install."""
     from indextts.utils import front
 
     load = front.TextNormalizer.load
@@ -181,6 +186,20 @@ def _patch_official() -> None:
             platform.system = real
 
     front.TextNormalizer.load = wetext_load
+
+
+def randomize_bigvgan(voc) -> None:
+    """A bounded, non-degenerate random BigVGAN (default init is near silent): weight-norm gains,
+    snake alpha/beta and biases drawn from torch's global RNG."""
+    import torch
+
+    for name, p in voc.named_parameters():
+        if name.endswith("weight_g"):
+            p.uniform_(0.5, 1.0)
+        elif name.endswith((".alpha", ".beta")):
+            p.copy_(0.3 * torch.randn_like(p))
+        elif name.endswith("bias"):
+            p.copy_(0.05 * torch.randn_like(p))
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -272,13 +291,7 @@ def build_checkpoint(ckpt: Path) -> None:
     torch.manual_seed(16)
     voc = BigVGAN(AttrDict(dict(TINY_BIGVGAN)), use_cuda_kernel=False)
     with torch.no_grad():
-        for name, p in voc.named_parameters():
-            if name.endswith("weight_g"):
-                p.uniform_(0.5, 1.0)
-            elif name.endswith((".alpha", ".beta")):
-                p.copy_(0.3 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
+        randomize_bigvgan(voc)
         voc.conv_post.weight_g.mul_(VOC_GAIN)  # keep most samples inside the +-1 clamp
     repo = TINY_CONFIG["vocoder"]["name"]
     hf_put(cache, repo, "config.json").write_text(json.dumps(TINY_BIGVGAN, indent=1))

@@ -74,7 +74,8 @@ def build_context(settings, choice) -> "ServerContext":  # noqa: F821
     ctx = ServerContext(settings=settings, executor=executor)
     ctx.engine_name = choice.name
     ctx.load_engine = lambda: load_engine(choice, checkpoints=settings.checkpoints, device=settings.device,
-                                          dtype=settings.dtype, cache_dir=Path(settings.data_dir) / "conditioning")
+                                          dtype=settings.dtype, compile=settings.compile,
+                                          cache_dir=Path(settings.data_dir) / "conditioning")
     ctx.voices = VoiceLibrary.from_settings(settings)
     return ctx
 
@@ -148,7 +149,7 @@ def run_say(args: argparse.Namespace) -> int:
     choice = _choose(settings)
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
     engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
-                         cache_dir=Path(settings.data_dir) / "conditioning")
+                         compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
     try:
         silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
         parts, started, audio_s = [], time.monotonic(), 0.0

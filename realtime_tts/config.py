@@ -42,6 +42,8 @@ class Settings:
     device: str = opt("auto", "torch device for the IndexTTS2 engine: auto, cpu, cuda, cuda:N")
     dtype: str = opt("auto", "IndexTTS2 GPT and S2M precision: auto (bf16 on sm80+ GPUs, else fp32), fp32, bf16, "
                              "fp16; accuracy bounds in docs/precision.md", choices=("auto", "fp32", "bf16", "fp16"))
+    compile: bool = opt(False, "IndexTTS2: torch.compile the GPT decode step and the S2M estimator (faster steps; "
+                               "start-up compiles for a minute or more)")
     # --- executor ----------------------------------------------------------------
     max_queue: int = opt(256, "maximum queued segments across all clients before new work is refused as busy")
     max_batch: int = opt(0, "segments synthesized together in one engine pass (1: one at a time; "

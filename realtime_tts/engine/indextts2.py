@@ -388,7 +388,7 @@ class IndexTTS2Engine(Engine):
                  max_text_tokens_per_segment: int = MAX_TEXT_TOKENS_PER_SEGMENT, cache_capacity: int = 32,
                  cache_dir: str | Path | None = None, fingerprint: str = "", seed: int | None = None,
                  remove_long_silence: bool = False, silence_code: int = 52,
-                 default_voice: Voice | None = None, source: str = "") -> None:
+                 default_voice: Voice | None = None, source: str = "", compile: bool = False) -> None:
         from realtime_tts.server.voices import ConditioningCache
 
         self.device = torch.device(device)
@@ -404,6 +404,10 @@ class IndexTTS2Engine(Engine):
         self.remove_long_silence, self.silence_code = remove_long_silence, silence_code
         self.default_voice = default_voice
         self.source = source
+        self.compiled = compile
+        if compile:  # the two hot loops; warmup() pays for the compilation before the server is ready
+            self.models.gpt.compile_decode_step()
+            self.models.s2mel.cfm.compile_estimator()
         if cache_dir is not None and not fingerprint:
             raise ValueError("a disk conditioning cache needs the model fingerprint (see from_checkpoints)")
         # entries are only valid for these weights: without a fingerprint, for this instance only
@@ -843,8 +847,10 @@ class IndexTTS2Engine(Engine):
     # ---- lifecycle ------------------------------------------------------------------
 
     def warmup(self) -> None:
-        """One short synthesis with a synthetic voice (kernels, allocator, caches); the engine's
-        seeded generator and the conditioning cache are left untouched."""
+        """One short synthesis with a synthetic voice (kernels, allocator, caches, and with
+        ``compile`` the one compilation of the decode step and the S2M estimator, which then serves
+        every batch size and length); the engine's seeded generator and the conditioning cache are
+        left untouched."""
         t0 = time.perf_counter()
         vc = self.compute_voice(io.BytesIO(synthetic_voice_wav()))
         with self._lock, torch.inference_mode():
@@ -862,7 +868,7 @@ class IndexTTS2Engine(Engine):
             "name": self.name, "sample_rate": self.sample_rate, "clones_voices": True,
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "checkpoint": self.source, "decoding": self.sampling.mode, "num_beams": self.sampling.num_beams,
-            "cfm_steps": self.cfm_steps, "emotion_text": self.models.qwen is not None,
+            "cfm_steps": self.cfm_steps, "compiled": self.compiled, "emotion_text": self.models.qwen is not None,
             "voice_cache": {"entries": len(self.voices), "hits": self.voices.hits, "misses": self.voices.misses,
                             "disk": str(self.voices.disk_dir) if self.voices.disk_dir else None},
             "warmed_up": self.warmed_up,

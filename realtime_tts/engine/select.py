@@ -39,7 +39,7 @@ def choose_engine(requested: str, checkpoints: Path | str) -> EngineChoice:
 
 
 def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = "auto", dtype: str = "auto",
-                cache_dir: Path | str | None = None) -> Engine:
+                compile: bool = False, cache_dir: Path | str | None = None) -> Engine:
     """Build the chosen engine; ``cache_dir`` keeps IndexTTS2's per-voice conditioning across restarts."""
     if choice.name == "espeak":
         from .espeak import EspeakEngine
@@ -47,4 +47,5 @@ def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = 
         return EspeakEngine()
     from .indextts2 import IndexTTS2Engine
 
-    return IndexTTS2Engine.from_checkpoints(checkpoints, device=device, dtype=dtype, cache_dir=cache_dir)
+    return IndexTTS2Engine.from_checkpoints(checkpoints, device=device, dtype=dtype, cache_dir=cache_dir,
+                                            compile=compile)

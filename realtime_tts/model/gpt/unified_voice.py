@@ -185,11 +185,11 @@ class UnifiedVoice(nn.Module):
 
         The step is the hot loop of generation (one call per code) and a long chain of small
         kernels; Inductor fuses it into far fewer launches. It compiles whole (``fullgraph``: the
-        step has no host syncs to break on), once per batch size and cache length, then for any
-        size (automatic dynamic shapes). The cache is written in place exactly as in eager mode, and
-        the weights stay the module's own, so the state dict is unchanged.
+        step has no host syncs to break on) and once for every batch size and cache length
+        (``dynamic=True``), so one warm-up call covers them all. The cache is written in place
+        exactly as in eager mode, and the weights stay the module's own (state dict unchanged).
         """
-        self.decode_step = torch.compile(self.decode_step, fullgraph=True)
+        self.decode_step = torch.compile(self.decode_step, fullgraph=True, dynamic=True)
 
     # ---- second pass: latents for S2M ---------------------------------------------------
 

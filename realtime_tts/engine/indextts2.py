@@ -405,6 +405,9 @@ class IndexTTS2Engine(Engine):
         self.default_voice = default_voice
         self.source = source
         self.compiled = compile
+        if compile and self.device.type == "cpu":
+            log.warning("--compile on CPU makes the GPT slower (docs/benchmarks.md: 270 vs 159 ms per code) and "
+                        "S2M no faster; it is meant for CUDA")
         if compile:  # the two hot loops; warmup() pays for the compilation before the server is ready
             self.models.gpt.compile_decode_step()
             self.models.s2mel.cfm.compile_estimator()

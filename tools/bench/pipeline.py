@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--checkpoints", type=Path, default=None, help="load real weights from this directory")
     ap.add_argument("--quick", action="store_true", help="short run: 50 codes, 2 segments, 3 s reference")
     ap.add_argument("--tiny", action="store_true", help="tiny random model instead of full size (smoke tests)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the GPT decode step and the S2M estimator (the warm-up compiles)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.tokens is None:
@@ -141,11 +143,12 @@ def run_bench(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if a.checkpoints is not None:
         engine = IndexTTS2Engine.from_checkpoints(a.checkpoints, device=device, dtype=dtype, cache_dir=None,
-                                                  cfm_steps=a.cfm_steps)
+                                                  cfm_steps=a.cfm_steps, compile=a.compile)
         source = str(a.checkpoints)
     else:
         torch.manual_seed(a.seed)
-        engine = IndexTTS2Engine(random_models(device, a.tiny), device=device, dtype=dtype, cfm_steps=a.cfm_steps)
+        engine = IndexTTS2Engine(random_models(device, a.tiny), device=device, dtype=dtype, cfm_steps=a.cfm_steps,
+                                 compile=a.compile)
         source = "random weights, " + ("tiny" if a.tiny else "full-size") + " configs"
     _sync(device)
     load_s = time.perf_counter() - t0
@@ -158,7 +161,7 @@ def run_bench(argv: list[str] | None = None) -> int:
     print(f"IndexTTS2 pipeline bench: {source}")
     print(f"device {device}{gpu}, dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
-    print(f"decode {a.decode}, {tokens} codes/segment ({tokens / 50:.1f} s of speech), {text_tokens} text tokens, "
+    print(f"decode {a.decode}{', compiled' if a.compile else ''}, {tokens} codes/segment ({tokens / 50:.1f} s of speech), {text_tokens} text tokens, "
           f"{a.cfm_steps} CFM steps, reference {a.ref_seconds:.1f} s; models ready in {load_s:.1f} s")
     if tokens != a.tokens:
         print(f"note: --tokens capped at the model's max_mel_tokens ({gcfg.max_mel_tokens})")

@@ -65,6 +65,7 @@ from realtime_tts.text.normalize import TextNormalizer
 from realtime_tts.text.tokenizer import TextTokenizer, split_segments
 
 from . import conditioning as cond
+from .buckets import length_buckets
 from .base import CancelToken, Cancelled, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
 from .checkpoints import CheckpointError, CheckpointPaths, load_state_dict_strict, read_state_dict, resolve
 
@@ -814,8 +815,12 @@ class IndexTTS2Engine(Engine):
         s_infer = m.s2mel.semantic(m.codec.vq2emb(codes).transpose(1, 2), latent)  # [R, L, W]
         t = tick("gpt_latent", t, rows)
 
-        for speed in dict.fromkeys(r.item.speed for r in rows):  # S2M takes one speed per call
-            idx = [j for j, r in enumerate(rows) if r.item.speed == speed]
+        solves = []  # S2M takes one speed per call; similar lengths share a call (little padding)
+        for speed in dict.fromkeys(r.item.speed for r in rows):
+            same = [j for j, r in enumerate(rows) if r.item.speed == speed]
+            frames = [rows[j].noise.size(-1) for j in same]  # prompt + generated frames
+            solves += [(speed, [same[k] for k in bucket]) for bucket in length_buckets(frames)]
+        for speed, idx in solves:
             group = [rows[j] for j in idx]
             vcs = [r.item.vc for r in group]
             prompt = PromptCondition(cond=_pad_cat([v.prompt for v in vcs], dim=1),

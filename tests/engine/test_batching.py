@@ -104,6 +104,29 @@ def test_batch_equals_serial_runs(engine, codes_seen):
         assert set(g.stages) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
 
 
+def test_s2m_solves_follow_the_length_buckets(engine, monkeypatch):
+    """One S2M call per length bucket (engine/buckets.py) within a speed; any grouping gives the same audio."""
+    sizes: list[int] = []
+    real = engine.models.s2mel.generate
+
+    def spy(s_infer, *args, **kwargs):
+        sizes.append(s_infer.size(0))
+        return real(s_infer, *args, **kwargs)
+
+    monkeypatch.setattr(engine.models.s2mel, "generate", spy)
+    items = [ITEMS[0], ITEMS[1], ITEMS[3]]  # one speed
+    want = serial(engine, items, seeds=[3, 4, 6])
+    for grouping, expected in ((lambda n: [[i] for i in reversed(range(n))], [1, 1, 1]),
+                               (lambda n: [[0, 2], [1]], [2, 1]),
+                               (lambda n: [list(range(n))], [3])):
+        monkeypatch.setattr(indextts2, "length_buckets", lambda frames, g=grouping: g(len(frames)))
+        sizes.clear()
+        got = batched(engine, items, seeds=[3, 4, 6])
+        assert sizes == expected
+        for g, w in zip(got, want):
+            assert_same_audio(g, w)
+
+
 def test_cancelling_one_item_spares_the_others(engine, monkeypatch):
     items = ITEMS[:3]
     tokens = [CancelToken() for _ in items]

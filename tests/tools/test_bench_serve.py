@@ -110,6 +110,15 @@ def test_tiny_indextts2_checkpoint(capsys):
     assert result["config"]["tokens"] == 12 and result["config"]["cfm_steps"] == 2
 
 
+def test_tiny_indextts2_compiled(capsys):
+    assert serve.run_bench(["--engine", "indextts2", "--checkpoints", str(CKPT), "--device", "cpu", "--compile",
+                            "--cfm-steps", "2", "--tokens", "8", "--streams", "1", "--turns", "1",
+                            "--lengths", "7", "--ref-seconds", "1"]) == 0
+    result = json_line(capsys.readouterr().out)
+    assert result["engine_info"]["compiled"] is True
+    check_levels(result, [1], 1)
+
+
 def test_cli_dispatch(capsys):
     """``realtime-tts bench --streams`` runs this benchmark; without it the pipeline bench's help stays."""
     from realtime_tts.cli import main

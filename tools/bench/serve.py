@@ -114,6 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--decode", choices=("beam_sample", "sample", "greedy"), default="beam_sample",
                     help="GPT decoding (default: the official 3-beam sampling)")
     ap.add_argument("--cfm-steps", type=int, default=25, help="flow-matching steps (default 25, official)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the GPT decode step and the S2M estimator (the warm-up compiles)")
     ap.add_argument("--tokens", default="auto",
                     help="semantic codes per segment: natural (the stop code decides), N (forced), or auto "
                          "(default: natural with --checkpoints, else forced in proportion to the text)")
@@ -223,7 +225,7 @@ def build_engine(a: argparse.Namespace):
     dtype = pick_dtype(device, a.dtype)
     if a.checkpoints is not None:
         engine = IndexTTS2Engine.from_checkpoints(a.checkpoints, device=device, dtype=dtype, cache_dir=None,
-                                                  cfm_steps=a.cfm_steps, seed=a.seed)
+                                                  cfm_steps=a.cfm_steps, seed=a.seed, compile=a.compile)
         source = f"IndexTTS2 from {a.checkpoints}"
     else:
         from realtime_tts.text.normalize import TextNormalizer
@@ -234,7 +236,8 @@ def build_engine(a: argparse.Namespace):
         # Random weights come without a tokenizer; the test fixture's small BPE model stands in
         # (its ids fit any text vocabulary; token counts differ somewhat from the real model's).
         models.tokenizer = TextTokenizer(FIXTURE_BPE, TextNormalizer())
-        engine = IndexTTS2Engine(models, device=device, dtype=dtype, cfm_steps=a.cfm_steps, seed=a.seed)
+        engine = IndexTTS2Engine(models, device=device, dtype=dtype, cfm_steps=a.cfm_steps, seed=a.seed,
+                                 compile=a.compile)
         source = "IndexTTS2, random weights, " + ("tiny" if a.tiny else "full-size") + " configs"
     # per-segment warnings (unknown BPE pieces, code budget reached) would flood the table
     logging.getLogger("realtime_tts.engine.indextts2").setLevel(logging.ERROR)

@@ -21,6 +21,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import randomize_bigvgan  # noqa: E402  (the one random-BigVGAN init of the goldens)
+
 # The tiny S2M config (mirrors realtime_tts.model.s2mel.S2MelConfig.tiny()).
 TINY_S2MEL = {
     "dit_type": "DiT",
@@ -159,13 +162,7 @@ def bigvgan_goldens(out: Path) -> None:
     torch.manual_seed(4321)
     model = BigVGAN(AttrDict(dict(TINY_BIGVGAN)), use_cuda_kernel=False)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("weight_g"):
-                p.uniform_(0.5, 1.0)
-            elif name.endswith((".alpha", ".beta")):
-                p.copy_(0.3 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
+        randomize_bigvgan(model)
         model.conv_post.weight_g.mul_(2.5)  # push a few samples past +-1 to exercise the clamp
     model.eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}  # weight-norm form, as shipped

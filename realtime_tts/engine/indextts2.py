@@ -38,6 +38,7 @@ silence-code runs (off by default; the official v2 code never calls it).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
@@ -623,17 +624,8 @@ class IndexTTS2Engine(Engine):
             params = replace(params, max_mel_tokens=max_codes, runaway_guard=False)
         t = time.perf_counter()
         gpt_cond = m.gpt.conditioning(vc.spk_latents, emovec)
-        bias = m.gpt.mel_head.bias
-        special = [m.gpt.cfg.stop_mel_token, m.gpt.cfg.start_mel_token]
-        saved = None
-        if suppress_stop:  # a forced code count: neither the stop nor the start code can win
-            saved = bias[special].clone()
-            bias[special] = -1e4
-        try:
+        with self._no_stop(suppress_stop):
             gen = generate(m.gpt, gpt_cond, [ids], params, cancel=cancel, generator=generator)
-        finally:
-            if saved is not None:
-                bias[special] = saved
         codes = gen.codes[0].to(self.device)
         book = m.codec.cfg.codebook_size
         if codes.numel() and int(codes.max()) >= book:
@@ -662,6 +654,23 @@ class IndexTTS2Engine(Engine):
         tick("vocoder", t)
         return wav.float().cpu().numpy()
 
+    @contextlib.contextmanager
+    def _no_stop(self, on: bool):
+        """With ``on``, neither the stop nor the start code can win (a forced code count, for
+        benchmarks): their logit biases are pushed down for the duration. Safe because one
+        thread runs the engine."""
+        if not on:
+            yield
+            return
+        bias = self.models.gpt.mel_head.bias
+        special = [self.models.gpt.cfg.stop_mel_token, self.models.gpt.cfg.start_mel_token]
+        saved = bias[special].clone()
+        bias[special] = -1e4
+        try:
+            yield
+        finally:
+            bias[special] = saved
+
     # ---- batched synthesis ----------------------------------------------------------
 
     def synthesize_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]]
@@ -669,7 +678,8 @@ class IndexTTS2Engine(Engine):
         return self.run_batch(items)
 
     def run_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]], *,
-                  generators: Sequence[torch.Generator] | None = None) -> list[SegmentAudio | BaseException]:
+                  generators: Sequence[torch.Generator] | None = None, max_codes: Sequence[int] | None = None,
+                  suppress_stop: bool = False) -> list[SegmentAudio | BaseException]:
         """Several segments through shared model passes; slot i is item i's audio or its error.
 
         Every piece of every segment is one row. The GPT runs in waves: one ``generate`` call for
@@ -688,11 +698,15 @@ class IndexTTS2Engine(Engine):
         rows), but a pass stops at once when every item in it is cancelled. If a shared pass fails,
         each item is retried alone (from its generator's state before the batch) so one bad segment
         fails only itself.
+
+        ``max_codes`` (one per item) and ``suppress_stop`` force code counts as in ``run``.
         """
         if generators is None:
             generators = [self.call_generator() for _ in items]
         if len(generators) != len(items) or not all(isinstance(g, torch.Generator) for g in generators):
             raise ValueError(f"run_batch needs one torch.Generator per item ({len(items)}), got {generators!r}")
+        if max_codes is not None and len(max_codes) != len(items):
+            raise ValueError(f"run_batch needs one max_codes per item ({len(items)}), got {list(max_codes)}")
         results: list[SegmentAudio | BaseException | None] = [None] * len(items)
         live: list[_BatchItem] = []
         with self._lock, torch.inference_mode():
@@ -713,11 +727,12 @@ class IndexTTS2Engine(Engine):
                     results[i] = e
                     continue
                 live.append(_BatchItem(i, options.speed, cancel, vc, emovec, pieces, generators[i],
-                                       {"conditioning": time.perf_counter() - t}))
+                                       {"conditioning": time.perf_counter() - t},
+                                       max_codes=None if max_codes is None else max_codes[i]))
             failed = None
             if live:
                 try:
-                    self._batch(live)
+                    self._batch(live, suppress_stop)
                 except Cancelled:
                     pass  # every item was cancelled; each gets Cancelled below
                 except Exception as e:
@@ -729,7 +744,8 @@ class IndexTTS2Engine(Engine):
                 text, options, cancel = items[it.index]
                 it.generator.set_state(states[it.index])
                 try:
-                    results[it.index] = self.run(text, options, cancel, generator=it.generator)
+                    results[it.index] = self.run(text, options, cancel, generator=it.generator,
+                                                 max_codes=it.max_codes, suppress_stop=suppress_stop)
                 except Exception as e:
                     results[it.index] = e
             return results  # type: ignore[return-value]
@@ -745,7 +761,7 @@ class IndexTTS2Engine(Engine):
                                                  stages=it.stages)
         return results  # type: ignore[return-value]
 
-    def _batch(self, items: list["_BatchItem"]) -> None:
+    def _batch(self, items: list["_BatchItem"], suppress_stop: bool = False) -> None:
         """The shared passes; fills ``wavs`` (or ``error``) of each item still wanted at the end."""
         m = self.models
         dev = self.device
@@ -774,9 +790,11 @@ class IndexTTS2Engine(Engine):
             spk = torch.cat([r.item.vc.spk_latents for r in wave])  # [R, 32, C]
             emo = torch.cat([r.item.emovec for r in wave])  # [R, C]
             try:
-                gen = generate(m.gpt, m.gpt.conditioning(spk, emo), [r.ids for r in wave], self.sampling,
-                               cancel=_AllCancelled([r.item for r in wave]),
-                               generator=[r.item.generator for r in wave])
+                with self._no_stop(suppress_stop):
+                    gen = generate(m.gpt, m.gpt.conditioning(spk, emo), [r.ids for r in wave], self.sampling,
+                                   cancel=_AllCancelled([r.item for r in wave]),
+                                   generator=[r.item.generator for r in wave],
+                                   budgets=[r.item.max_codes for r in wave])
             except Cancelled:
                 continue  # every item of the wave was cancelled: alive() drops them
             for r, codes, stopped in zip(wave, gen.codes, gen.stopped):
@@ -785,7 +803,7 @@ class IndexTTS2Engine(Engine):
                     r.item.error = EngineError(f"the GPT emitted code {int(codes.max())}, outside the "
                                                f"{book}-entry codebook")
                     continue
-                if not stopped:
+                if not stopped and not suppress_stop:
                     log.warning("generation stopped at the code budget (%d codes) without a stop token; "
                                 "text tokens: %d", codes.numel(), r.ids.numel())
                 if self.remove_long_silence:
@@ -911,6 +929,7 @@ class _BatchItem:
     pieces: list[list[int]]
     generator: torch.Generator  # every random draw of this segment
     stages: dict[str, float]
+    max_codes: int | None = None  # a forced code count per piece (benchmarks), else the sampling budget
     error: BaseException | None = None
     wavs: list[np.ndarray] | None = None
 

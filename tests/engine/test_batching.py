@@ -127,6 +127,23 @@ def test_s2m_solves_follow_the_length_buckets(engine, monkeypatch):
             assert_same_audio(g, w)
 
 
+def test_forced_code_counts_in_a_batch(engine, codes_seen):
+    """Benchmarks force per-segment code counts; a batch does it like ``run`` (same codes, same audio)."""
+    items = [ITEMS[0], ITEMS[3]]
+    bias = engine.models.gpt.mel_head.bias.clone()
+    want = [engine.run(t, o, CancelToken(), generator=torch.Generator().manual_seed(s), max_codes=n,
+                       suppress_stop=True) for (t, o), s, n in zip(items, [3, 4], [7, 13])]
+    codes_seen.clear()
+    got = engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[7, 13], suppress_stop=True,
+                           generators=[torch.Generator().manual_seed(s) for s in [3, 4]])
+    assert sorted(len(c) for c in codes_seen) == [7, 13]
+    for g, w in zip(got, want):
+        assert_same_audio(g, w)
+    assert torch.equal(engine.models.gpt.mel_head.bias, bias)  # the stop/start suppression is undone
+    with pytest.raises(ValueError, match="max_codes"):
+        engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[7])
+
+
 def test_cancelling_one_item_spares_the_others(engine, monkeypatch):
     items = ITEMS[:3]
     tokens = [CancelToken() for _ in items]

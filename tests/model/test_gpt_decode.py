@@ -225,3 +225,17 @@ def test_remove_long_silence():
     assert out.tolist() == [1] + [52] * 10 + [2] + [52] * 10 + [3]
     short = torch.tensor([1, 52, 52, 2])
     assert remove_long_silence(short).tolist() == short.tolist()
+
+
+def test_explicit_budgets_override_the_sampling_budget(model, cond):
+    params = SamplingParams(mode="greedy", max_mel_tokens=40)
+    with torch.inference_mode():
+        out = generate(model, cond, TEXTS, params, budgets=[3, None, 5])
+        ref = generate(model, cond, TEXTS[1:2], params)
+    assert len(out.codes[0]) == 3 or out.stopped[0]
+    assert len(out.codes[2]) == 5 or out.stopped[2]
+    assert out.codes[1].tolist() == ref.codes[0].tolist()
+    with pytest.raises(ValueError, match="budgets"):
+        generate(model, cond, TEXTS, params, budgets=[3, 4])
+    with pytest.raises(ValueError, match="budgets"):
+        generate(model, cond, TEXTS, params, budgets=[3, 0, 1])

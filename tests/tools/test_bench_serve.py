@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from realtime_tts.engine.indextts2 import IndexTTS2Engine
+
 ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "tests" / "fixtures" / "pipeline" / "checkpoints"
 
@@ -108,6 +110,25 @@ def test_tiny_indextts2_checkpoint(capsys):
     assert set(lv["stages_ms"]) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
     assert lv["gpt_ms_per_code_est"] > 0
     assert result["config"]["tokens"] == 12 and result["config"]["cfm_steps"] == 2
+
+
+def test_tiny_indextts2_batching_executor(capsys, monkeypatch):
+    batches: list[int] = []
+    real = IndexTTS2Engine.run_batch
+
+    def spy(self, items, **kwargs):
+        batches.append(len(items))
+        assert kwargs["suppress_stop"] and len(kwargs["max_codes"]) == len(items)  # still forced counts
+        return real(self, items, **kwargs)
+
+    monkeypatch.setattr(IndexTTS2Engine, "run_batch", spy)
+    assert serve.run_bench(["--engine", "indextts2", "--checkpoints", str(CKPT), "--device", "cpu", "--max-batch", "4",
+                            "--cfm-steps", "2", "--tokens", "8", "--streams", "4", "--turns", "1",
+                            "--lengths", "7", "--ref-seconds", "1"]) == 0
+    result = json_line(capsys.readouterr().out)
+    assert result["config"]["max_batch"] == 4
+    check_levels(result, [4], 1)
+    assert sum(batches) >= 4  # every turn's segments went through the batched path (grouping is timing)
 
 
 def test_tiny_indextts2_compiled(capsys):

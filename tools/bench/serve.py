@@ -120,6 +120,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="semantic codes per segment: natural (the stop code decides), N (forced), or auto "
                          "(default: natural with --checkpoints, else forced in proportion to the text)")
     ap.add_argument("--max-queue", type=int, default=256, help="server executor queue limit (default 256)")
+    ap.add_argument("--max-batch", type=int, default=0,
+                    help="segments per engine pass (BatchingExecutor); 1: serial executor; default 0: as serve "
+                         "(8 for IndexTTS2 on CUDA, else 1)")
     ap.add_argument("--turn-timeout", type=float, default=600.0, help="seconds a turn may take (default 600)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -136,8 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--lengths: the standard set has {', '.join(map(str, LENGTHS))}")
     if not 0.5 <= a.ref_seconds <= 15:
         ap.error("--ref-seconds must be within 0.5-15 (the official prompt limit is 15 s)")
-    if a.cfm_steps < 1 or a.pace_tokens_per_s < 0 or a.max_queue < 1 or a.turn_timeout <= 0:
-        ap.error("--cfm-steps, --max-queue and --turn-timeout must be positive, --pace-tokens-per-s >= 0")
+    if a.cfm_steps < 1 or a.pace_tokens_per_s < 0 or a.max_queue < 1 or a.turn_timeout <= 0 or a.max_batch < 0:
+        ap.error("--cfm-steps, --max-queue and --turn-timeout must be positive, --pace-tokens-per-s and "
+                 "--max-batch >= 0")
     if a.tokens not in ("auto", "natural"):
         try:
             a.tokens = int(a.tokens)
@@ -196,6 +200,10 @@ def _forcing_engine(inner, tokens):
         def synthesize(self, text, options, cancel):
             n = min(cap, tokens if isinstance(tokens, int) else forced_codes(text))
             return inner.run(text, options, cancel, generator=inner.call_generator(), max_codes=n, suppress_stop=True)
+
+        def synthesize_batch(self, items):
+            counts = [min(cap, tokens if isinstance(tokens, int) else forced_codes(text)) for text, _, _ in items]
+            return inner.run_batch(items, max_codes=counts, suppress_stop=True)
 
         def warmup(self):
             inner.warmup()
@@ -270,6 +278,14 @@ class Recorder:
         self.encodes.clear()
 
 
+def max_batch(a: argparse.Namespace, engine) -> int:
+    """``--max-batch`` with 0 resolved as ``serve`` does: batching pays off for IndexTTS2 on a GPU."""
+    if a.max_batch > 0:
+        return a.max_batch
+    device = getattr(engine, "device", None)
+    return 8 if a.engine == "indextts2" and device is not None and device.type == "cuda" else 1
+
+
 @contextlib.contextmanager
 def running_server(engine, a: argparse.Namespace, data_dir: Path, rec: Recorder):
     """The app under uvicorn in a thread, with the recorder attached; yields (ctx, port)."""
@@ -280,13 +296,17 @@ def running_server(engine, a: argparse.Namespace, data_dir: Path, rec: Recorder)
     from realtime_tts.audio.stream import SpeechEncoder
     from realtime_tts.config import Settings
     from realtime_tts.engine.base import SegmentAudio
+    from realtime_tts.engine.batching import BatchingExecutor
     from realtime_tts.engine.executor import SerialExecutor
     from realtime_tts.server.app import create_app
     from realtime_tts.server.context import ServerContext
     from realtime_tts.server.voices import VoiceLibrary
 
     settings = Settings(data_dir=data_dir, max_queue=a.max_queue, default_voice=VOICE_ID)
-    ctx = ServerContext(settings=settings, executor=SerialExecutor(engine, max_queue=settings.max_queue))
+    batch = max_batch(a, engine)
+    executor = (BatchingExecutor(engine, max_queue=settings.max_queue, max_batch=batch) if batch > 1
+                else SerialExecutor(engine, max_queue=settings.max_queue))
+    ctx = ServerContext(settings=settings, executor=executor)
     ctx.voices = VoiceLibrary.from_settings(settings)
 
     # Server-side TTFA as raw samples (the Prometheus histogram only keeps buckets).
@@ -651,7 +671,8 @@ def run_bench(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             with running_server(engine, a, Path(tmp), rec) as (ctx, port):
-                print(f"server ready in {time.monotonic() - t0:.1f} s (engine loaded and warmed up)", flush=True)
+                print(f"server ready in {time.monotonic() - t0:.1f} s (engine loaded and warmed up; "
+                      f"{type(ctx.executor).__name__}, up to {max_batch(a, engine)} segments per pass)", flush=True)
                 wav = synthetic_voice_wav(a.ref_seconds)
                 ctx.voices.add(wav, voice_id=VOICE_ID, name="bench reference")
                 levels = asyncio.run(_bench(a, engine, port, rec))
@@ -669,6 +690,7 @@ def run_bench(argv: list[str] | None = None) -> int:
         "config": {"streams": a.streams, "turns": a.turns, "langs": a.langs, "lengths": sorted(a.lengths),
                    "ref_seconds": a.ref_seconds, "ref_sha256": hashlib.sha256(wav).hexdigest()[:16],
                    "pace_tokens_per_s": a.pace_tokens_per_s, "frame_ms": FRAME_MS, "opus_rate": OPUS_RATE,
+                   "max_batch": max_batch(a, engine),
                    **({"tokens": a.tokens, "cfm_steps": a.cfm_steps, "decode": a.decode, "device": a.device,
                        "dtype": a.dtype} if a.engine == "indextts2" else {})},
         "levels": levels,

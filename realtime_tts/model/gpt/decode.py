@@ -209,19 +209,26 @@ class Draws:
 @torch.inference_mode()
 def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tensor],
              params: SamplingParams = SamplingParams(), cancel: Cancel | None = None,
-             generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Generation:
+             generator: torch.Generator | Sequence[torch.Generator] | None = None,
+             budgets: Sequence[int | None] | None = None) -> Generation:
     """Generate semantic codes for a batch of requests.
 
     cond: [B, 34, C] from ``model.conditioning`` (or [1, 34, C] shared by all texts);
     texts: B 1-D tensors of text token ids. ``cancel.raise_if_cancelled()`` runs every step.
     generator: one for the batch, or B (one per request; see the module doc).
+    budgets: B code budgets (None: ``params.code_budget``), e.g. forced counts in benchmarks.
     """
     if not texts:
         raise ValueError("no texts to generate for")
     beams = params.num_beams if params.mode == "beam_sample" else 1
     draws = Draws(generator, len(texts), 2 * beams if beams > 1 else 1, cond.device)
     cfg = model.cfg
-    budgets = [params.code_budget(int(torch.as_tensor(t).numel())) for t in texts]
+    if budgets is None:
+        budgets = [None] * len(texts)
+    if len(budgets) != len(texts) or any(b is not None and b < 1 for b in budgets):
+        raise ValueError(f"budgets must be {len(texts)} positive counts (or None), got {list(budgets)}")
+    budgets = [params.code_budget(int(torch.as_tensor(t).numel())) if b is None else b
+               for t, b in zip(texts, budgets)]
     longest = max(budgets)
     if longest > cfg.max_mel_tokens:
         raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {cfg.max_mel_tokens}")

@@ -2,8 +2,9 @@
 
 The server never talks to a model directly: it hands a text segment and its
 options to the executor (``realtime_tts.engine.executor``), whose single worker
-calls ``Engine.synthesize``. Everything here is plain data so that a batching
-scheduler can later replace the serialized executor without touching callers.
+calls ``Engine.synthesize``, ``synthesize_batch`` or drives a ``StepBatch``
+(continuous batching). Everything here is plain data, so executors change without
+touching callers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -116,6 +118,26 @@ class SegmentAudio:
         return len(self.pcm) / self.sample_rate
 
 
+class StepBatch(Protocol):
+    """Continuous batching, engine side: segments join at any step and leave when done.
+
+    Driven by one thread: ``add`` while ``free > 0``, ``step`` while ``len() > 0``."""
+
+    free: int  # how many more segments can join now
+
+    def __len__(self) -> int: ...
+
+    def add(self, tag: object, text: str, options: SynthesisOptions, cancel: CancelToken, *,
+            urgent: bool = False) -> None:
+        """Start a segment (it joins at the next step); raises if it cannot start."""
+
+    def step(self) -> list[tuple[object, SegmentAudio | BaseException]]:
+        """Advance every segment; returns those that finished, as ``(tag, audio or error)``."""
+
+    def cancel_all(self) -> list[tuple[object, SegmentAudio | BaseException]]:
+        """Give up on every segment; returns them."""
+
+
 class Engine(ABC):
     """A speech engine. Called only from the executor's worker thread."""
 
@@ -145,6 +167,11 @@ class Engine(ABC):
             except Exception as e:
                 results.append(e)
         return results
+
+    def open_batch(self, capacity: int) -> "StepBatch | None":
+        """A continuous batch for the batching executor, or None: this engine batches per call
+        (``synthesize_batch``) only."""
+        return None
 
     def warmup(self) -> None:
         """Run once before the server reports ready (compile kernels, fill caches)."""

@@ -1,12 +1,18 @@
-"""An executor that hands the engine several segments per call (one GPU pass for many clients).
+"""An executor that runs many segments through shared engine passes (one GPU pass for many clients).
 
 Same contract as ``SerialExecutor`` (bounded queue, ``ExecutorBusy``, per-job and per-owner
-cancellation, ``close``, the ``on_segment_done`` hook); only the worker differs. Whenever the
-worker is free it takes up to ``max_batch`` queued jobs in round-robin order, so the batch holds
-every waiting owner's oldest job before anyone's second one (a new turn's first sentence rides in
-the next batch instead of waiting behind another client's long text), and runs them with
-``Engine.synthesize_batch``. There is no waiting for a batch to fill: while one batch runs, new
-segments queue, and the next batch takes them all, so batches grow with load by themselves.
+cancellation, ``close``, the ``on_segment_done`` hook); only the worker differs. Jobs are taken in
+the queue's order (urgent first, then round-robin across owners), so a batch holds every waiting
+owner's oldest job before anyone's second one. There is no waiting for a batch to fill.
+
+Two ways to run them, by what the engine offers:
+
+* continuous (``Engine.open_batch``, IndexTTS2): up to ``max_batch`` segments decode together and
+  a new job joins at the next decode step, while the others are mid-way; each finished segment is
+  delivered at once. The worker loop is: take jobs while the batch has room, ``add`` them, one
+  ``step``, deliver what finished.
+* per call (any other engine): the worker takes up to ``max_batch`` jobs and runs them with one
+  ``Engine.synthesize_batch`` call; jobs arriving meanwhile wait for the next call.
 """
 
 from __future__ import annotations
@@ -14,14 +20,14 @@ from __future__ import annotations
 import logging
 import time
 
-from .base import Cancelled, Engine, EngineError, SegmentAudio
+from .base import Cancelled, Engine, EngineError, SegmentAudio, StepBatch
 from .executor import QueuedExecutor, SynthesisJob
 
 log = logging.getLogger(__name__)
 
 
 class BatchingExecutor(QueuedExecutor):
-    """One worker thread running up to ``max_batch`` segments per engine call."""
+    """One worker thread running up to ``max_batch`` segments at once (see the module doc)."""
 
     def __init__(self, engine: Engine | None, *, max_queue: int = 256, max_batch: int = 8) -> None:
         if max_batch < 1:
@@ -33,10 +39,11 @@ class BatchingExecutor(QueuedExecutor):
     def _in_flight(self) -> list[SynthesisJob]:
         return list(self._running)
 
-    def _take(self) -> list[SynthesisJob]:
-        """Up to ``max_batch`` jobs, round-robin across owners (lock held)."""
+    def _take(self, room: int | None = None) -> list[SynthesisJob]:
+        """Up to ``room`` (default ``max_batch``) jobs in queue order (lock held)."""
+        room = self.max_batch if room is None else room
         batch: list[SynthesisJob] = []
-        while len(batch) < self.max_batch:
+        while len(batch) < room:
             job = self._next_job()
             if job is None:
                 break
@@ -44,6 +51,54 @@ class BatchingExecutor(QueuedExecutor):
         return batch
 
     def _work(self) -> None:
+        batch = self.engine.open_batch(self.max_batch)
+        if batch is None:
+            self._work_per_call()
+        else:
+            self._work_continuous(batch)
+
+    def _work_continuous(self, batch: StepBatch) -> None:
+        while True:
+            with self._cond:
+                new = self._take(batch.free)
+                while not new and not len(batch) and not self._closed:
+                    self._cond.wait()
+                    new = self._take(batch.free)
+                if self._closed:
+                    for job in new:
+                        job.cancel()
+                    closing = True
+                else:
+                    closing = False
+                    self._running.extend(new)
+            if closing:
+                for job, result in batch.cancel_all():
+                    self._deliver(job, result)
+                return
+            now = time.monotonic()
+            for job in new:
+                job.started_at = now
+                try:
+                    batch.add(job, job.text, job.options, job.token, urgent=job.urgent)
+                except Exception as e:  # this segment cannot start: it fails alone
+                    self._deliver(job, e)
+            if not len(batch):
+                continue
+            try:
+                finished = batch.step()
+            except Exception as e:  # the batch is broken: fail what it holds, keep serving
+                log.exception("continuous batch step failed")
+                finished = [(job, e) for job, _ in batch.cancel_all()]
+            for job, result in finished:
+                self._deliver(job, result)
+
+    def _deliver(self, job: SynthesisJob, result: SegmentAudio | BaseException) -> None:
+        with self._cond:
+            if job in self._running:
+                self._running.remove(job)
+        self._report(job, result)
+
+    def _work_per_call(self) -> None:
         while True:
             with self._cond:
                 batch = self._take()
@@ -71,11 +126,14 @@ class BatchingExecutor(QueuedExecutor):
             log.exception("engine failed on a batch of %d segments", len(batch))
             results = [e] * len(batch)
         for job, result in zip(batch, results):
-            if isinstance(result, SegmentAudio):
-                self._finish(job, result, None)
-                continue
-            if not isinstance(result, BaseException):
-                result = EngineError(f"engine returned {type(result).__name__} instead of audio for a segment")
-            if not isinstance(result, Cancelled):
-                log.error("engine failed on segment %r: %s: %s", job.text[:80], type(result).__name__, result)
-            self._finish(job, None, result)
+            self._report(job, result)
+
+    def _report(self, job: SynthesisJob, result) -> None:
+        if isinstance(result, SegmentAudio):
+            self._finish(job, result, None)
+            return
+        if not isinstance(result, BaseException):
+            result = EngineError(f"engine returned {type(result).__name__} instead of audio for a segment")
+        if not isinstance(result, Cancelled):
+            log.error("engine failed on segment %r: %s: %s", job.text[:80], type(result).__name__, result)
+        self._finish(job, None, result)

@@ -12,11 +12,11 @@ Per segment (official defaults throughout)::
 Pieces of one segment longer than 120 tokens are joined with 200 ms of silence, as the official
 code does between segments (the server adds the same pause between the segments it sends).
 
-``run_batch`` (``synthesize_batch``, used by the batching executor) runs several segments through
-shared passes: one GPT ``generate`` for the n-th piece of every segment, one latent pass, one masked
-S2M solve per distinct speed, one masked BigVGAN pass. Each segment draws from its own generator, so
-a batched segment equals the same segment synthesized alone; see its docstring for randomness and
-cancellation.
+``open_batch`` (the batching executor's path) and ``run_batch`` run many segments through shared
+passes with continuous batching (``continuous.py``): segments join the running GPT decode at any
+step, and pieces whose codes are complete render together (latent pass, masked S2M per speed and
+length bucket, masked BigVGAN). Each segment draws from its own generator, so a batched segment
+equals the same segment synthesized alone.
 
 Conditioning (w2v-BERT features, codec codes, reference mel, CAMPPlus style, S2M prompt condition,
 GPT speaker latents, emotion vectors) is computed once per clip content and cached, in memory
@@ -38,7 +38,6 @@ silence-code runs (off by default; the official v2 code never calls it).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import logging
@@ -60,13 +59,13 @@ from realtime_tts.model.codec import CodecConfig, SemanticCodec
 from realtime_tts.model.emotion import EmotionMatrix, QwenEmotion, scale_by_alpha
 from realtime_tts.model.gpt import ConformerConfig, GPTConfig, SamplingParams, UnifiedVoice, generate
 from realtime_tts.model.gpt import remove_long_silence as shrink_silence
-from realtime_tts.model.s2mel import CheckpointMismatch, PromptCondition, S2Mel, S2MelConfig, target_lengths
+from realtime_tts.model.s2mel import CheckpointMismatch, PromptCondition, S2Mel, S2MelConfig
 from realtime_tts.model.w2vbert import SemanticEncoder
 from realtime_tts.text.normalize import TextNormalizer
 from realtime_tts.text.tokenizer import TextTokenizer, split_segments
 
 from . import conditioning as cond
-from .buckets import length_buckets
+from .continuous import ContinuousBatch
 from .base import CancelToken, Cancelled, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
 from .checkpoints import CheckpointError, CheckpointPaths, load_state_dict_strict, read_state_dict, resolve
 
@@ -624,8 +623,9 @@ class IndexTTS2Engine(Engine):
             params = replace(params, max_mel_tokens=max_codes, runaway_guard=False)
         t = time.perf_counter()
         gpt_cond = m.gpt.conditioning(vc.spk_latents, emovec)
-        with self._no_stop(suppress_stop):
-            gen = generate(m.gpt, gpt_cond, [ids], params, cancel=cancel, generator=generator)
+        cfg = m.gpt.cfg
+        gen = generate(m.gpt, gpt_cond, [ids], params, cancel=cancel, generator=generator,
+                       forbid=(cfg.stop_mel_token, cfg.start_mel_token) if suppress_stop else ())
         codes = gen.codes[0].to(self.device)
         book = m.codec.cfg.codebook_size
         if codes.numel() and int(codes.max()) >= book:
@@ -654,51 +654,33 @@ class IndexTTS2Engine(Engine):
         tick("vocoder", t)
         return wav.float().cpu().numpy()
 
-    @contextlib.contextmanager
-    def _no_stop(self, on: bool):
-        """With ``on``, neither the stop nor the start code can win (a forced code count, for
-        benchmarks): their logit biases are pushed down for the duration. Safe because one
-        thread runs the engine."""
-        if not on:
-            yield
-            return
-        bias = self.models.gpt.mel_head.bias
-        special = [self.models.gpt.cfg.stop_mel_token, self.models.gpt.cfg.start_mel_token]
-        saved = bias[special].clone()
-        bias[special] = -1e4
-        try:
-            yield
-        finally:
-            bias[special] = saved
-
     # ---- batched synthesis ----------------------------------------------------------
 
     def synthesize_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]]
                          ) -> list[SegmentAudio | BaseException]:
         return self.run_batch(items)
 
+    def open_batch(self, capacity: int, **kwargs) -> ContinuousBatch:
+        """A continuous batch of up to ``capacity`` decoding segments (the batching executor's
+        engine side; see ``continuous.py``)."""
+        return ContinuousBatch(self, capacity, **kwargs)
+
     def run_batch(self, items: list[tuple[str, SynthesisOptions, CancelToken]], *,
                   generators: Sequence[torch.Generator] | None = None, max_codes: Sequence[int] | None = None,
                   suppress_stop: bool = False) -> list[SegmentAudio | BaseException]:
         """Several segments through shared model passes; slot i is item i's audio or its error.
 
-        Every piece of every segment is one row. The GPT runs in waves: one ``generate`` call for
-        the first piece of every segment, one for the second pieces, and so on (each row with its
-        own voice and emotion conditioning, beams included); then one latent pass, one S2M solve per
-        distinct speed (rows of different lengths and voices, masked), one masked BigVGAN pass.
+        All items enter one ``ContinuousBatch`` at once and it steps until every one is done: the
+        GPT decodes every item's current piece together (each with its own voice and emotion
+        conditioning, beams included), pieces render (latent pass, masked S2M per speed and length
+        bucket, masked BigVGAN) as their codes complete.
 
         Randomness: item i draws only from ``generators[i]`` (default: ``call_generator()`` per
-        item, as ``synthesize`` takes one per call), in the order ``run`` draws from its generator:
-        piece 1's GPT sampling, piece 1's CFM noise, piece 2's GPT sampling, ... So item i equals
-        ``run(item i, generator=g)`` with ``g`` seeded like ``generators[i]``, in every decoding
-        mode (codes exactly; audio to float rounding of the batched passes).
+        item, as ``synthesize`` takes one per call), in the order ``run`` draws from its generator,
+        so item i equals ``run(item i, generator=g)`` with ``g`` seeded like ``generators[i]``, in
+        every decoding mode (codes exactly; audio to float rounding of the batched passes).
 
-        A cancelled item is dropped at the next stage boundary and gets ``Cancelled``; the others
-        go on. Its GPT rows keep decoding until the wave's GPT pass ends (``generate`` cannot drop
-        rows), but a pass stops at once when every item in it is cancelled. If a shared pass fails,
-        each item is retried alone (from its generator's state before the batch) so one bad segment
-        fails only itself.
-
+        A cancelled item leaves at the next step and gets ``Cancelled``; the others go on.
         ``max_codes`` (one per item) and ``suppress_stop`` force code counts as in ``run``.
         """
         if generators is None:
@@ -708,167 +690,17 @@ class IndexTTS2Engine(Engine):
         if max_codes is not None and len(max_codes) != len(items):
             raise ValueError(f"run_batch needs one max_codes per item ({len(items)}), got {list(max_codes)}")
         results: list[SegmentAudio | BaseException | None] = [None] * len(items)
-        live: list[_BatchItem] = []
-        with self._lock, torch.inference_mode():
-            states = [g.get_state() for g in generators]
-            for i, (text, options, cancel) in enumerate(items):
-                t = time.perf_counter()
-                try:
-                    if not isinstance(text, str) or not text.strip():
-                        raise EngineError("indextts2 engine got empty text: nothing to synthesize")
-                    voice = options.voice or self.default_voice
-                    if voice is None:
-                        raise EngineError("indextts2 needs a reference voice: upload one or configure default_voice")
-                    pieces = self.text_ids(text)
-                    cancel.raise_if_cancelled()
-                    vc = self._voice(voice)
-                    emovec = self.emotion_vector(voice, vc, options.emotion)
-                except Exception as e:
-                    results[i] = e
-                    continue
-                live.append(_BatchItem(i, options.speed, cancel, vc, emovec, pieces, generators[i],
-                                       {"conditioning": time.perf_counter() - t},
-                                       max_codes=None if max_codes is None else max_codes[i]))
-            failed = None
-            if live:
-                try:
-                    self._batch(live, suppress_stop)
-                except Cancelled:
-                    pass  # every item was cancelled; each gets Cancelled below
-                except Exception as e:
-                    failed = e
-        if failed is not None and len(live) > 1:
-            log.warning("batched synthesis of %d segments failed (%s: %s); retrying them one at a time",
-                        len(live), type(failed).__name__, failed)
-            for it in live:
-                text, options, cancel = items[it.index]
-                it.generator.set_state(states[it.index])
-                try:
-                    results[it.index] = self.run(text, options, cancel, generator=it.generator,
-                                                 max_codes=it.max_codes, suppress_stop=suppress_stop)
-                except Exception as e:
-                    results[it.index] = e
-            return results  # type: ignore[return-value]
-        for it in live:
-            if failed is not None:
-                results[it.index] = failed
-            elif it.error is not None:
-                results[it.index] = it.error
-            elif it.cancel.cancelled or it.wavs is None:
-                results[it.index] = Cancelled()
-            else:
-                results[it.index] = SegmentAudio(pcm=self._join(it.wavs), sample_rate=self.sample_rate,
-                                                 stages=it.stages)
+        batch = self.open_batch(max(1, len(items)), suppress_stop=suppress_stop)
+        for i, (text, options, cancel) in enumerate(items):
+            try:
+                batch.add(i, text, options, cancel, generator=generators[i],
+                          max_codes=None if max_codes is None else max_codes[i])
+            except Exception as e:
+                results[i] = e
+        while len(batch):
+            for i, result in batch.step():
+                results[i] = result
         return results  # type: ignore[return-value]
-
-    def _batch(self, items: list["_BatchItem"], suppress_stop: bool = False) -> None:
-        """The shared passes; fills ``wavs`` (or ``error``) of each item still wanted at the end."""
-        m = self.models
-        dev = self.device
-
-        def tick(stage: str, t0: float, rows: list[_Row]) -> float:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            now = time.perf_counter()
-            for it in {id(r.item): r.item for r in rows}.values():
-                it.stages[stage] = it.stages.get(stage, 0.0) + now - t0
-            return now
-
-        def alive(rows: list[_Row]) -> list[_Row]:
-            return [r for r in rows if r.item.error is None and not r.item.cancel.cancelled]
-
-        rows = [_Row(it, torch.as_tensor(ids, dtype=torch.long, device=dev), k)
-                for it in items for k, ids in enumerate(it.pieces)]
-        book = m.codec.cfg.codebook_size
-        frames_per_code = m.s2mel.cfg.frames_per_code
-        # wave k: piece k of every segment, then its CFM noise, as a serial run draws them
-        for k in range(max(len(it.pieces) for it in items)):
-            wave = [r for r in alive(rows) if r.piece == k]
-            if not wave:
-                continue
-            t = time.perf_counter()
-            spk = torch.cat([r.item.vc.spk_latents for r in wave])  # [R, 32, C]
-            emo = torch.cat([r.item.emovec for r in wave])  # [R, C]
-            try:
-                with self._no_stop(suppress_stop):
-                    gen = generate(m.gpt, m.gpt.conditioning(spk, emo), [r.ids for r in wave], self.sampling,
-                                   cancel=_AllCancelled([r.item for r in wave]),
-                                   generator=[r.item.generator for r in wave],
-                                   budgets=[r.item.max_codes for r in wave])
-            except Cancelled:
-                continue  # every item of the wave was cancelled: alive() drops them
-            for r, codes, stopped in zip(wave, gen.codes, gen.stopped):
-                codes = codes.to(dev)
-                if codes.numel() and int(codes.max()) >= book:
-                    r.item.error = EngineError(f"the GPT emitted code {int(codes.max())}, outside the "
-                                               f"{book}-entry codebook")
-                    continue
-                if not stopped and not suppress_stop:
-                    log.warning("generation stopped at the code budget (%d codes) without a stop token; "
-                                "text tokens: %d", codes.numel(), r.ids.numel())
-                if self.remove_long_silence:
-                    codes = shrink_silence(codes, self.silence_code)
-                if codes.numel() == 0:
-                    r.item.error = EngineError("the GPT produced no speech codes for this text")
-                    continue
-                r.codes = codes
-                # the row's CFM noise: the randn([1, n_mels, total]) its serial run draws next
-                g = r.item.generator
-                total = r.item.vc.ref_mel.size(-1) + int(target_lengths(torch.tensor([codes.numel()]),
-                                                                        frames_per_code, r.item.speed)[0])
-                r.noise = torch.randn(1, m.s2mel.cfg.n_mels, total, generator=g, device=g.device).to(dev)
-            tick("gpt", t, wave)
-        rows = alive(rows)
-        if not rows:
-            return
-        t = time.perf_counter()
-
-        spk = torch.cat([r.item.vc.spk_latents for r in rows])
-        emo = torch.cat([r.item.emovec for r in rows])
-        latent = m.gpt.latents(spk, emo, [r.ids for r in rows], [r.codes for r in rows]).float()  # [R, L, C]
-        code_lens = torch.tensor([r.codes.numel() for r in rows], device=dev)
-        codes = torch.zeros(len(rows), latent.size(1), dtype=torch.long, device=dev)  # code 0 pads; masked later
-        for j, r in enumerate(rows):
-            codes[j, : r.codes.numel()] = r.codes
-        s_infer = m.s2mel.semantic(m.codec.vq2emb(codes).transpose(1, 2), latent)  # [R, L, W]
-        t = tick("gpt_latent", t, rows)
-
-        solves = []  # S2M takes one speed per call; similar lengths share a call (little padding)
-        for speed in dict.fromkeys(r.item.speed for r in rows):
-            same = [j for j, r in enumerate(rows) if r.item.speed == speed]
-            frames = [rows[j].noise.size(-1) for j in same]  # prompt + generated frames
-            solves += [(speed, [same[k] for k in bucket]) for bucket in length_buckets(frames)]
-        for speed, idx in solves:
-            group = [rows[j] for j in idx]
-            vcs = [r.item.vc for r in group]
-            prompt = PromptCondition(cond=_pad_cat([v.prompt for v in vcs], dim=1),
-                                     mel=_pad_cat([v.ref_mel for v in vcs], dim=2),
-                                     style=torch.cat([v.style for v in vcs]),
-                                     lengths=torch.tensor([v.ref_mel.size(-1) for v in vcs], device=dev))
-            noise = _pad_cat([r.noise for r in group], dim=2)
-            try:
-                mel, gen_lens = m.s2mel.generate(s_infer[idx], code_lens[idx], prompt, speed=speed,
-                                                 steps=self.cfm_steps, cfg_rate=self.cfg_rate, noise=noise,
-                                                 cancel=_AllCancelled([r.item for r in group]))
-            except Cancelled:
-                continue  # every item of this speed was cancelled: alive() drops them
-            for j, r in enumerate(group):
-                r.mel = mel[j : j + 1, :, : int(gen_lens[j])]
-        t = tick("s2mel", t, rows)
-        rows = alive(rows)
-        if not rows:
-            return
-
-        lens = torch.tensor([r.mel.size(-1) for r in rows], device=dev)
-        wav = m.vocoder(_pad_cat([r.mel.float() for r in rows], dim=2), lens)[:, 0]  # [R, N]
-        hop = wav.size(-1) // int(lens.max())
-        tick("vocoder", t, rows)
-        for j, r in enumerate(rows):
-            r.wav = wav[j, : int(lens[j]) * hop].float().cpu().numpy()
-        for it in items:
-            mine = [r for r in rows if r.item is it]
-            if len(mine) == len(it.pieces):
-                it.wavs = [r.wav for r in mine]
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -912,59 +744,3 @@ class IndexTTS2Engine(Engine):
         if self.device.type == "cuda":
             self.models = None  # type: ignore[assignment]
             torch.cuda.empty_cache()
-
-
-# ----------------------------------------------------------------------------- batch helpers
-
-
-@dataclass(eq=False)
-class _BatchItem:
-    """One segment of a batch: its conditioning going in, its audio (or error) coming out."""
-
-    index: int
-    speed: float
-    cancel: CancelToken
-    vc: cond.VoiceConditioning
-    emovec: torch.Tensor  # [1, C]
-    pieces: list[list[int]]
-    generator: torch.Generator  # every random draw of this segment
-    stages: dict[str, float]
-    max_codes: int | None = None  # a forced code count per piece (benchmarks), else the sampling budget
-    error: BaseException | None = None
-    wavs: list[np.ndarray] | None = None
-
-
-@dataclass(eq=False)
-class _Row:
-    """One piece of a segment: one GPT request, one S2M item, one vocoder item."""
-
-    item: _BatchItem
-    ids: torch.Tensor  # [n] text token ids
-    piece: int  # its place in the segment: the GPT wave it runs in
-    codes: torch.Tensor | None = None  # [L]
-    noise: torch.Tensor | None = None  # [1, n_mels, prompt + generated frames]
-    mel: torch.Tensor | None = None  # [1, n_mels, generated frames]
-    wav: np.ndarray | None = None
-
-
-class _AllCancelled:
-    """The cancel hook of a shared pass: it stops only when no item of the pass is wanted any more."""
-
-    def __init__(self, items: list[_BatchItem]):
-        self.items = items
-
-    def raise_if_cancelled(self) -> None:
-        if all(it.cancel.cancelled or it.error is not None for it in self.items):
-            raise Cancelled()
-
-
-def _pad_cat(xs: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """Concatenate along the batch axis, zero-padding ``dim`` to the longest."""
-    n = max(x.size(dim) for x in xs)
-    shape = [sum(x.size(0) for x in xs)] + [n if d == dim else xs[0].size(d) for d in range(1, xs[0].dim())]
-    out = xs[0].new_zeros(shape)
-    at = 0
-    for x in xs:
-        out[at : at + x.size(0)].narrow(dim, 0, x.size(dim)).copy_(x)
-        at += x.size(0)
-    return out

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-import realtime_tts.engine.indextts2 as indextts2
+import realtime_tts.engine.continuous as continuous
 from realtime_tts.engine.base import (Cancelled, CancelToken, Emotion, Engine, EngineError, SegmentAudio,
                                       SynthesisOptions, Voice)
 from realtime_tts.engine.batching import BatchingExecutor
 from realtime_tts.engine.executor import ExecutorBusy, ExecutorClosed
 from realtime_tts.engine.indextts2 import IndexTTS2Engine
 from realtime_tts.model.gpt import SamplingParams
+from realtime_tts.model.gpt.decode import DecodePool
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
 SPEAKER = Voice("speaker", FIX / "speaker_24k.wav", "c3" * 32)
@@ -43,16 +44,16 @@ def engine() -> IndexTTS2Engine:
 
 @pytest.fixture
 def codes_seen(monkeypatch):
-    """Every code row the engine's GPT produces, in call order."""
+    """Every code row the engine's GPT produces (alone or batched), in the order they complete."""
     seen: list[list[int]] = []
-    real = indextts2.generate
+    real = DecodePool.step
 
-    def recording(*args, **kwargs):
-        out = real(*args, **kwargs)
-        seen.extend(c.tolist() for c in out.codes)
-        return out
+    def recording(self):
+        done = real(self)
+        seen.extend(r.codes.tolist() for r in done)
+        return done
 
-    monkeypatch.setattr(indextts2, "generate", recording)
+    monkeypatch.setattr(DecodePool, "step", recording)
     return seen
 
 
@@ -96,12 +97,63 @@ def test_batch_equals_serial_runs(engine, codes_seen):
         got = batched(engine, ITEMS, seeds=[3, 4, 5, 6])
     finally:
         engine.max_segment_tokens = 120
-    # two GPT waves (first pieces, then the second piece), the same codes exactly
+    # the second piece re-entered the decode after the first; the same codes exactly
     assert sorted(codes_seen) == sorted(serial_codes)
     assert len({len(c) for c in serial_codes}) > 1  # rows of different lengths were batched
     for g, w in zip(got, want):
         assert_same_audio(g, w)
-        assert set(g.stages) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
+        assert set(g.stages) == {"conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"}
+
+
+@pytest.mark.parametrize("mode", ["greedy", "beam_sample"])
+def test_segments_joining_a_running_batch_equal_their_runs_alone(engine, codes_seen, mode):
+    """Continuous batching: segments join the decode while others are mid-way, wait for a free
+    block, and a 2-piece segment's second piece re-enters the pool; each equals its run alone."""
+    eng = engine if mode == "greedy" else sampled_engine(engine, mode)
+    eng.max_segment_tokens = 8
+    seeds = [21, 22, 23, 24]
+    try:
+        want = serial(eng, ITEMS, seeds)
+        serial_codes = list(codes_seen)
+        codes_seen.clear()
+        batch = eng.open_batch(2)  # fewer blocks than segments
+        joins = {0: [0], 3: [1], 5: [2, 3]}  # step -> segments that arrive then
+        finished, step, queued = {}, 0, []
+        while len(finished) < len(ITEMS):
+            queued += joins.get(step, [])
+            while queued and batch.free:
+                i = queued.pop(0)
+                batch.add(i, *ITEMS[i], CancelToken(), generator=torch.Generator().manual_seed(seeds[i]))
+            finished.update(batch.step())
+            step += 1
+    finally:
+        eng.max_segment_tokens = 120
+    assert sorted(codes_seen) == sorted(serial_codes) and len(codes_seen) == 5
+    for i, w in enumerate(want):
+        assert_same_audio(finished[i], w)
+        assert set(finished[i].stages) == {"conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"}
+
+
+def test_urgent_pieces_render_at_once_others_wait_for_company(engine, monkeypatch):
+    rendered: list[int] = []  # the step of every render pass
+    batch = engine.open_batch(3, render_wait=4)
+    real = batch._render
+    monkeypatch.setattr(batch, "_render", lambda pieces: (rendered.append(batch.steps), real(pieces))[1])
+    # a long segment keeps the decode busy while the short ones complete
+    batch.add("long", "Good day. See you.", SynthesisOptions(voice=OTHER), CancelToken(), max_codes=30)
+    batch.add("bulk", *ITEMS[3], CancelToken(), max_codes=5)
+    finished = {}
+    while "bulk" not in finished:
+        finished.update(batch.step())
+    assert rendered == [4 + 4]  # its codes completed at step 4, then it waited render_wait steps
+    batch.add("urgent", *ITEMS[3], CancelToken(), max_codes=5, urgent=True)
+    first = batch.steps
+    while "urgent" not in finished:
+        finished.update(batch.step())
+    assert rendered[-1] == first + 4 and batch.steps == first + 5 and len(batch.pool) == 1
+    while len(batch):
+        finished.update(batch.step())
+    assert all(isinstance(finished[k], SegmentAudio) for k in ("long", "bulk", "urgent"))
 
 
 def test_s2m_solves_follow_the_length_buckets(engine, monkeypatch):
@@ -119,9 +171,15 @@ def test_s2m_solves_follow_the_length_buckets(engine, monkeypatch):
     for grouping, expected in ((lambda n: [[i] for i in reversed(range(n))], [1, 1, 1]),
                                (lambda n: [[0, 2], [1]], [2, 1]),
                                (lambda n: [list(range(n))], [3])):
-        monkeypatch.setattr(indextts2, "length_buckets", lambda frames, g=grouping: g(len(frames)))
+        monkeypatch.setattr(continuous, "length_buckets", lambda frames, g=grouping: g(len(frames)))
         sizes.clear()
-        got = batched(engine, items, seeds=[3, 4, 6])
+        batch = engine.open_batch(3, render_wait=10**6)  # every piece renders in one pass at the end
+        for i, ((text, opts), seed) in enumerate(zip(items, [3, 4, 6])):
+            batch.add(i, text, opts, CancelToken(), generator=torch.Generator().manual_seed(seed))
+        finished = {}
+        while len(batch):
+            finished.update(batch.step())
+        got = [finished[i] for i in range(3)]
         assert sizes == expected
         for g, w in zip(got, want):
             assert_same_audio(g, w)
@@ -144,48 +202,37 @@ def test_forced_code_counts_in_a_batch(engine, codes_seen):
         engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[7])
 
 
+def pool_steps(monkeypatch, at_step=None):
+    """Records the requests in the pool at every decode step; calls ``at_step[n]()`` before step n."""
+    sizes: list[int] = []
+    real = DecodePool.step
+
+    def spy(self):
+        if at_step and len(sizes) in at_step:
+            at_step[len(sizes)]()
+        sizes.append(len(self))
+        return real(self)
+
+    monkeypatch.setattr(DecodePool, "step", spy)
+    return sizes
+
+
 def test_cancelling_one_item_spares_the_others(engine, monkeypatch):
     items = ITEMS[:3]
     tokens = [CancelToken() for _ in items]
-    real = indextts2.generate
-
-    def cancel_during_gpt(*args, **kwargs):
-        out = real(*args, **kwargs)
-        tokens[1].cancel()  # the client hangs up while the batch's GPT pass runs
-        return out
-
-    monkeypatch.setattr(indextts2, "generate", cancel_during_gpt)
+    sizes = pool_steps(monkeypatch, {2: tokens[1].cancel})  # the client hangs up during the GPT decode
     got = batched(engine, items, seeds=[5, 6, 7], tokens=tokens)
     assert isinstance(got[1], Cancelled)
+    assert sizes[:4] == [3, 3, 3, 2]  # it left the decode at the next step
     for g, w in zip([got[0], got[2]], serial(engine, [items[0], items[2]], seeds=[5, 7])):
         assert_same_audio(g, w)
 
 
-@pytest.mark.parametrize("cancel", [[0], [0, 1]])
-def test_a_shared_pass_stops_only_when_every_item_is_cancelled(engine, monkeypatch, cancel):
+def test_cancelling_every_item_ends_the_batch(engine, monkeypatch):
     tokens = [CancelToken(), CancelToken()]
-    real = indextts2.generate
-    checks = []
-
-    def cancel_at_step_3(*args, cancel=None, **kwargs):
-        class Hook:
-            def raise_if_cancelled(self):
-                checks.append(1)
-                if len(checks) == 3:
-                    for i in cancel_ids:
-                        tokens[i].cancel()
-                cancel.raise_if_cancelled()
-
-        return real(*args, cancel=Hook(), **kwargs)
-
-    cancel_ids = cancel
-    monkeypatch.setattr(indextts2, "generate", cancel_at_step_3)
+    sizes = pool_steps(monkeypatch, {3: lambda: [t.cancel() for t in tokens]})
     got = batched(engine, ITEMS[:2], seeds=[0, 1], tokens=tokens)
-    budget = max(engine.sampling.code_budget(len(engine.text_ids(t)[0])) for t, _ in ITEMS[:2])
-    if cancel == [0, 1]:
-        assert len(checks) == 3 and all(isinstance(r, Cancelled) for r in got)
-    else:  # the other item still wants its audio: the GPT pass runs to its end
-        assert len(checks) == budget and isinstance(got[0], Cancelled) and isinstance(got[1], SegmentAudio)
+    assert len(sizes) == 4 and all(isinstance(r, Cancelled) for r in got)
 
 
 def test_items_cancelled_before_the_batch_never_reach_the_gpt(engine, codes_seen):
@@ -207,18 +254,44 @@ def test_bad_items_fail_alone(engine):
     assert isinstance(got[3], EngineError) and "reference voice" in str(got[3])
 
 
-def test_a_failing_shared_pass_retries_items_alone(engine, monkeypatch):
-    real = indextts2.generate
+def test_a_failing_render_retries_pieces_alone(engine, monkeypatch):
+    real = engine.models.s2mel.generate
 
-    def fails_on_batches(model, cond, texts, *args, **kwargs):
-        if len(texts) > 1:
+    def fails_on_batches(s_infer, *args, **kwargs):
+        if s_infer.size(0) > 1:
             raise RuntimeError("out of memory")  # e.g. a batch too big for the GPU
-        return real(model, cond, texts, *args, **kwargs)
+        return real(s_infer, *args, **kwargs)
 
-    monkeypatch.setattr(indextts2, "generate", fails_on_batches)
-    got = batched(engine, ITEMS[:2], seeds=[2, 3])
-    for g, w in zip(got, serial(engine, ITEMS[:2], seeds=[2, 3])):
+    monkeypatch.setattr(engine.models.s2mel, "generate", fails_on_batches)
+    items = [ITEMS[0], ITEMS[3]]
+    got = engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[9, 9],
+                           generators=[torch.Generator().manual_seed(s) for s in [2, 3]])
+    want = [engine.run(t, o, CancelToken(), generator=torch.Generator().manual_seed(s), max_codes=9,
+                       suppress_stop=False) for (t, o), s in zip(items, [2, 3])]
+    for g, w in zip(got, want):
         assert_same_audio(g, w)
+
+
+def test_a_failing_decode_step_fails_the_segments_in_it_and_the_batch_goes_on(engine, monkeypatch):
+    real = DecodePool.step
+    calls = []
+
+    def fails_once(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real(self)
+
+    monkeypatch.setattr(DecodePool, "step", fails_once)
+    batch = engine.open_batch(2)
+    batch.add("a", *ITEMS[0], CancelToken(), generator=torch.Generator().manual_seed(1))
+    finished = dict(batch.step() + batch.step())
+    assert isinstance(finished["a"], RuntimeError) and "illegal memory" in str(finished["a"])
+    assert len(batch) == 0 and batch.free == 2
+    batch.add("b", *ITEMS[3], CancelToken(), generator=torch.Generator().manual_seed(4))
+    while len(batch):
+        finished.update(batch.step())
+    assert_same_audio(finished["b"], serial(engine, [ITEMS[3]], seeds=[4])[0])
 
 
 def sampled_engine(engine, mode="beam_sample", seed=None) -> IndexTTS2Engine:
@@ -457,3 +530,53 @@ async def test_max_batch_one_runs_like_the_serial_executor():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError, match="max_batch"):
         BatchingExecutor(None, max_batch=0)
+
+
+# ----------------------------------------------------------------------------- executor, continuous
+
+
+async def test_continuous_executor_jobs_join_a_running_decode(engine, monkeypatch):
+    """With IndexTTS2 the executor drives a continuous batch: a job submitted while another decodes
+    joins it at the next step, and every job's audio equals its synthesize call alone (seed + n)."""
+    eng = sampled_engine(engine, seed=30)
+    want = [sampled_engine(engine, seed=30 + n).synthesize(t, o, CancelToken()) for n, (t, o) in enumerate(ITEMS)]
+    sizes = pool_steps(monkeypatch)
+    executor = BatchingExecutor(eng, max_queue=8, max_batch=2)
+    await executor.start()
+    try:
+        first = executor.submit(*ITEMS[0], owner="a")
+        while not sizes:  # the first job is decoding
+            await asyncio.sleep(0.001)
+        rest = [executor.submit(*item, owner=f"o{n}") for n, item in enumerate(ITEMS[1:])]
+        got = [await job.result() for job in [first, *rest]]
+    finally:
+        await executor.close()
+    assert sizes[0] == 1 and max(sizes) == 2  # joined mid-decode, never more than max_batch
+    for g, w in zip(got, want):
+        assert_same_audio(g, w)
+
+
+async def test_continuous_executor_cancel_bad_input_and_close(engine):
+    executor = BatchingExecutor(engine, max_queue=8, max_batch=2)
+    await executor.start()
+    seen = []
+    executor.on_segment_done = lambda job, result, seconds: seen.append((job.owner, type(result).__name__))
+    try:
+        bad = executor.submit("Hello.", SynthesisOptions(voice=Voice("gone", FIX / "no-such.wav", "f7" * 32)),
+                              owner="bad")
+        long = executor.submit(*ITEMS[1], owner="long")
+        good = executor.submit(*ITEMS[3], owner="good")
+        with pytest.raises(EngineError, match="reference voice"):
+            await bad.result()
+        long.cancel()
+        with pytest.raises(Cancelled):
+            await long.result()
+        assert isinstance(await good.result(), SegmentAudio)
+        left = executor.submit(*ITEMS[1], owner="left")
+    finally:
+        await executor.close()
+    with pytest.raises(Cancelled):
+        await left.result()
+    with pytest.raises(ExecutorClosed):
+        executor.submit("late", OPTS, owner="x")
+    assert ("bad", "EngineError") in seen and ("good", "SegmentAudio") in seen

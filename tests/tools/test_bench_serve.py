@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime_tts.engine.indextts2 import IndexTTS2Engine
+from realtime_tts.model.gpt.decode import DecodePool
 
 ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "tests" / "fixtures" / "pipeline" / "checkpoints"
@@ -113,22 +113,23 @@ def test_tiny_indextts2_checkpoint(capsys):
 
 
 def test_tiny_indextts2_batching_executor(capsys, monkeypatch):
-    batches: list[int] = []
-    real = IndexTTS2Engine.run_batch
+    admitted: list[tuple[int, tuple]] = []  # (budget, forbidden codes) of every piece entering the decode
+    real = DecodePool.admit
 
-    def spy(self, items, **kwargs):
-        batches.append(len(items))
-        assert kwargs["suppress_stop"] and len(kwargs["max_codes"]) == len(items)  # still forced counts
-        return real(self, items, **kwargs)
+    def spy(self, cond, texts, budgets, generators, tags=None, forbid=None):
+        admitted.extend(zip(budgets, forbid))
+        return real(self, cond, texts, budgets, generators, tags, forbid)
 
-    monkeypatch.setattr(IndexTTS2Engine, "run_batch", spy)
+    monkeypatch.setattr(DecodePool, "admit", spy)
     assert serve.run_bench(["--engine", "indextts2", "--checkpoints", str(CKPT), "--device", "cpu", "--max-batch", "4",
                             "--cfm-steps", "2", "--tokens", "8", "--streams", "4", "--turns", "1",
                             "--lengths", "7", "--ref-seconds", "1"]) == 0
     result = json_line(capsys.readouterr().out)
     assert result["config"]["max_batch"] == 4
     check_levels(result, [4], 1)
-    assert sum(batches) >= 4  # every turn's segments went through the batched path (grouping is timing)
+    # after the engine's warm-up (20 codes), every segment went through the continuous batch (4
+    # turns, plus the bench's own priming), its code count still forced
+    assert admitted[0][0] == 20 and len(admitted) >= 5 and all(n == 8 and len(ban) == 2 for n, ban in admitted[1:])
 
 
 def test_tiny_indextts2_compiled(capsys):

@@ -205,6 +205,10 @@ def _forcing_engine(inner, tokens):
             counts = [min(cap, tokens if isinstance(tokens, int) else forced_codes(text)) for text, _, _ in items]
             return inner.run_batch(items, max_codes=counts, suppress_stop=True)
 
+        def open_batch(self, capacity):
+            count = (lambda text: tokens) if isinstance(tokens, int) else forced_codes
+            return inner.open_batch(capacity, max_codes=count, suppress_stop=True)
+
         def warmup(self):
             inner.warmup()
 

@@ -16,15 +16,15 @@ Faithful details: the repetition penalty sees every id "so far", including the d
 1 and ``start_mel`` that the official generate() is fed; the fed-back code k sits at mel position
 k+2 (``hf_position_quirk``).
 
-Randomness: ``generator`` is one ``torch.Generator`` for the whole batch (the draws of all
-requests come from one stream, as upstream does for a batch), or a list with one generator per
-request: request i then draws from generator i exactly what it would draw alone (same calls, same
-shapes, same order), and nothing once it has finished, so a batched request equals its batch-of-one
-run with the same seed.
+Randomness: each request draws from its own ``torch.Generator`` (or torch's global RNG) exactly
+what it would draw alone: one ``[1, N]`` multinomial per step, nothing once it has finished. A
+batch passed to ``generate`` with one generator shares that stream, request by request.
 
-Memory: one KV cache for prompt + code budget is allocated before the prefill; each step writes
-one slot per row in place. The decode-step inputs (codes, positions, slots) are [rows] tensors
-updated in place, so a step has fixed shapes; beam search reorders cache rows between steps.
+Batching (``DecodePool``): requests join a running decode at any step boundary and leave as soon
+as they finish or are dropped, so new requests never wait for a batch to end. The pool's KV cache
+([layers, rows, heads, max_len, head_dim]) outlives requests and grows only when a longer one
+arrives; each request owns a block of rows, each row its own positions and slots; the decode step
+runs every row with fixed shapes except the attended span. Beam search moves cache rows between beams of the same request only.
 
 Duration control (``target_codes``, not official): the v2 checkpoint has no duration input (its
 two speed slots are constant), so the decoder itself is constrained: the stop token is masked
@@ -177,207 +177,299 @@ class Hypotheses:
         return sorted(self.beams, key=lambda x: x[0])[-1]
 
 
-# ---- generation -------------------------------------------------------------------------
+# ---- the decode pool: continuous batching ---------------------------------------------
 
-class Draws:
-    """The multinomial draws of a step: one shared stream, or one generator per request."""
+class PoolFull(RuntimeError):
+    """No free row block for another request."""
 
-    def __init__(self, generator: torch.Generator | Sequence[torch.Generator] | None, requests: int,
-                 samples: int, device: torch.device):
-        self.shared = generator if generator is None or isinstance(generator, torch.Generator) else None
-        self.per_request: list[torch.Generator] | None = None
-        if self.shared is None and generator is not None:
-            gens = list(generator) if isinstance(generator, (list, tuple)) else None
-            if gens is None or len(gens) != requests or not all(isinstance(g, torch.Generator) for g in gens):
-                raise ValueError(f"generator must be one torch.Generator or a list of {requests} (one per "
-                                 f"request), got {generator!r}")
-            self.per_request = gens
-            self.out = torch.zeros(requests, samples, dtype=torch.long, device=device)  # reused every step
-        self.samples = samples
 
-    def __call__(self, probs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
-        """probs [requests, N] -> ids [requests, samples] drawn without replacement; with per-request
-        generators, rows not ``active`` draw nothing and keep stale ids (the caller ignores them)."""
-        if self.per_request is None:
-            return torch.multinomial(probs, self.samples, generator=self.shared)
-        for i, g in enumerate(self.per_request):
-            if active[i]:  # [1, N] like a batch of one: the same draw from the same stream
-                torch.multinomial(probs[i : i + 1], self.samples, generator=g, out=self.out[i : i + 1])
-        return self.out
+@dataclass(eq=False)
+class DecodeRequest:
+    """One request in a :class:`DecodePool`: its rows, its progress, and at the end its codes."""
+
+    tag: object  # the caller's handle for it
+    block: int  # it owns cache rows block*beams .. block*beams + beams - 1
+    prompt_length: int
+    budget: int
+    generator: torch.Generator | None
+    step: int = 0  # codes chosen so far
+    hyps: Hypotheses | None = None  # beam search only
+    codes: torch.Tensor | None = None  # when finished: [L] long, stop token excluded
+    stopped: bool = False  # finished by a stop token (False: by its budget)
+    forbid: tuple[int, ...] = ()  # codes it may never choose (forced code counts in benchmarks)
+
+
+class DecodePool:
+    """Semantic-code decoding with requests joining and leaving at step boundaries.
+
+    The pool owns one KV cache of ``capacity`` row blocks (``num_beams`` rows each in
+    ``beam_sample`` mode, one otherwise) and ``max_len`` slots per row. ``admit`` prefills new
+    requests into free blocks; ``step`` chooses one code for every request in the pool (each with
+    its own step count, positions and slots), retires the requests that finish, and runs one decode
+    step for all rows; ``drop`` frees a request at once (cancellation).
+
+    A request draws only from its own generator, with the calls, shapes and order of a batch of one
+    (a ``[1, N]`` multinomial per step), and nothing once it has finished; every per-row operation
+    (penalties, filters, softmax) is row-wise. So a request's codes do not depend on what else is
+    in the pool or when it joined: equal, up to float rounding of the batched matmuls, to
+    ``generate`` of it alone with the same generator. Requests that share one generator object draw
+    from it in block order.
+    """
+
+    def __init__(self, model: UnifiedVoice, params: SamplingParams, capacity: int, max_len: int,
+                 max_codes: int | None = None):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        cfg = model.cfg
+        self.model, self.params = model, params
+        self.beams = params.num_beams if params.mode == "beam_sample" else 1
+        self.capacity = capacity
+        self.max_codes = min(max_codes or params.max_mel_tokens, cfg.max_mel_tokens)
+        rows = capacity * self.beams
+        p = model.mel_head.weight
+        dev = p.device
+        self.cache = model.gpt.new_cache(rows, max_len, device=dev, dtype=p.dtype)
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)  # the code each row feeds back
+        self.positions = torch.zeros_like(self.tokens)
+        self.slots = torch.zeros_like(self.tokens)
+        self.logits = torch.zeros(rows, cfg.number_mel_codes, device=dev)  # pending, fp32
+        self.seen = torch.zeros(rows, cfg.number_mel_codes, dtype=torch.bool, device=dev)
+        self.history = torch.zeros(rows, self.max_codes, dtype=torch.long, device=dev)
+        self.beam_scores = torch.zeros(rows, device=dev)
+        self.requests: dict[int, DecodeRequest] = {}  # by block
+        self.free = list(range(capacity))
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def _rows(self, r: DecodeRequest) -> range:
+        return range(r.block * self.beams, (r.block + 1) * self.beams)
+
+    # ---- joining and leaving --------------------------------------------------------
+
+    def admit(self, cond: torch.Tensor, texts: Sequence[torch.Tensor], budgets: Sequence[int],
+              generators: Sequence[torch.Generator | None], tags: Sequence[object] | None = None,
+              forbid: Sequence[Sequence[int]] | None = None) -> list[DecodeRequest]:
+        """Prefill requests (one batched prefill) into free blocks.
+
+        cond [B, 34, C] or [1, 34, C]; texts: B token-id tensors; budgets: B code budgets;
+        forbid: per request, codes it may never choose. Rows grow to fit the longest request.
+        Raises ``PoolFull`` when fewer than B blocks are free and ``ValueError`` when a request is
+        out of bounds (nothing is admitted then)."""
+        b = len(texts)
+        tags = list(range(b)) if tags is None else list(tags)
+        forbid = [()] * b if forbid is None else [tuple(f) for f in forbid]
+        if not (len(budgets) == len(generators) == len(tags) == len(forbid) == b) or b == 0:
+            raise ValueError(f"admit needs as many budgets, generators, tags and forbid lists as texts ({b})")
+        if b > len(self.free):
+            raise PoolFull(f"{b} requests for {len(self.free)} free blocks of {self.capacity}")
+        emb, lengths = self.model.prompt(cond, texts)
+        lengths_l = lengths.tolist()
+        for budget, n in zip(budgets, lengths_l):
+            if not 1 <= budget <= self.max_codes:
+                raise ValueError(f"code budget {budget} outside [1, {self.max_codes}]")
+        need = max(n + budget for n, budget in zip(lengths_l, budgets))
+        if need > self.max_len:
+            self.cache.grow(-(-need // 256) * 256)  # whole 256-slot steps: few distinct shapes
+        nb = self.beams
+        if nb > 1:
+            emb, lengths = emb.repeat_interleave(nb, 0), lengths.repeat_interleave(nb, 0)
+        blocks = [self.free.pop(0) for _ in range(b)]
+        rows = torch.tensor([row for k in blocks for row in range(k * nb, (k + 1) * nb)], device=emb.device)
+        self.logits[rows] = self.model.prefill(emb, lengths, self.cache, rows).float()
+        cfg = self.model.cfg
+        self.seen[rows] = False
+        self.seen[rows, 1] = True  # the dummy prompt ids of the official generate()
+        self.seen[rows, cfg.start_mel_token] = True
+        first = torch.zeros(nb, device=emb.device)
+        first[1:] = -1e9  # only beam 0 is live at first: the beams start identical
+        self.beam_scores[rows] = first.repeat(b)
+        self.slots[rows] = lengths
+        out = []
+        for k, tag, n, budget, g, ban in zip(blocks, tags, lengths_l, budgets, generators, forbid):
+            r = DecodeRequest(tag, k, n, budget, g, forbid=ban,
+                              hyps=Hypotheses(nb, self.params.length_penalty) if nb > 1 else None)
+            self.requests[k] = r
+            out.append(r)
+        return out
+
+    def drop(self, request: DecodeRequest) -> None:
+        """Free a request's block now (it draws nothing more); a finished request is already gone."""
+        if self.requests.get(request.block) is request:
+            self._free(request)
+
+    def _free(self, r: DecodeRequest) -> None:
+        del self.requests[r.block]
+        rows = self._rows(r)
+        # an idle row still runs in the decode step: keep its inputs in range (it writes slot 0 of
+        # its own row, which the next prefill overwrites)
+        for t in (self.tokens, self.positions, self.slots):
+            t[rows.start : rows.stop] = 0
+        self.free.append(r.block)
+        self.free.sort()
+
+    def _finish(self, r: DecodeRequest, codes: list[int], stopped: bool, done: list[DecodeRequest]) -> None:
+        r.codes = torch.tensor(codes, dtype=torch.long)
+        r.stopped = stopped
+        self._free(r)
+        done.append(r)
+
+    # ---- one step -------------------------------------------------------------------
+
+    def step(self) -> list[DecodeRequest]:
+        """Choose the next code of every request, retire the finished ones (returned, oldest block
+        first) and run the decode step for the rest."""
+        if not self.requests:
+            return []
+        active = [self.requests[k] for k in sorted(self.requests)]
+        rows = torch.tensor([row for r in active for row in self._rows(r)], device=self.logits.device)
+        scores = self.logits[rows]
+        if self.params.target_codes is not None:
+            scores[:, self.model.cfg.stop_mel_token] = float("-inf")  # duration control: only the budget ends it
+        for a, r in enumerate(active):
+            if r.forbid:
+                scores[a * self.beams : (a + 1) * self.beams, list(r.forbid)] = float("-inf")
+        done: list[DecodeRequest] = []
+        if self.beams > 1:
+            self._beam_step(active, rows, scores, done)
+        else:
+            self._single_step(active, rows, scores, done)
+        live = [r for r in active if r.codes is None]
+        if live:
+            slots = [r.prompt_length + r.step - 1 for r in live]  # where each fed-back code goes
+            live_rows = torch.tensor([row for r in live for row in self._rows(r)], device=rows.device)
+            per_row = self.beams
+            self.slots[live_rows] = torch.tensor(slots, device=rows.device).repeat_interleave(per_row)
+            pos = [mel_position(r.step - 1, self.params.hf_position_quirk) for r in live]
+            self.positions[live_rows] = torch.tensor(pos, device=rows.device).repeat_interleave(per_row)
+            out = self.model.decode_step(self.tokens, self.positions, self.slots, self.cache, max(slots) + 1)
+            self.logits.copy_(out)
+        return done
+
+    def _single_step(self, active, rows, scores, done) -> None:
+        p = self.params
+        stop = self.model.cfg.stop_mel_token
+        seen = self.seen[rows]
+        if p.mode == "greedy":
+            tokens = repetition_penalty(scores, seen, p.repetition_penalty).argmax(-1)
+        else:
+            probs = process(scores, seen, p, min_keep=1).softmax(-1)
+            tokens = torch.empty(len(active), dtype=torch.long, device=rows.device)
+            for a, r in enumerate(active):  # [1, V] like a batch of one: the same draw from the same stream
+                tokens[a] = torch.multinomial(probs[a : a + 1], 1, generator=r.generator)[0, 0]
+        self.tokens[rows] = tokens
+        steps = torch.tensor([r.step for r in active], device=rows.device)
+        self.history[rows, steps] = tokens
+        self.seen[rows, tokens] = True
+        tokens_l = tokens.tolist()  # the step's one host sync
+        for r, tok in zip(active, tokens_l):
+            r.step += 1
+            if tok == stop or r.step >= r.budget:
+                n = r.step - 1 if tok == stop else r.step
+                self._finish(r, self.history[r.block, :n].tolist(), tok == stop, done)
+
+    def _beam_step(self, active, rows, scores, done) -> None:
+        p = self.params
+        stop = self.model.cfg.stop_mel_token
+        nb, vocab = self.beams, scores.size(-1)
+        scores = process(F.log_softmax(scores, dim=-1), self.seen[rows], p, min_keep=2)
+        total = (scores + self.beam_scores[rows, None]).view(len(active), nb * vocab)
+        probs = total.softmax(-1)
+        cand = torch.empty(len(active), 2 * nb, dtype=torch.long, device=rows.device)  # max(2, 1 + stop ids) * beams
+        for a, r in enumerate(active):
+            cand[a : a + 1] = torch.multinomial(probs[a : a + 1], 2 * nb, generator=r.generator)
+        cand_scores = torch.gather(total, -1, cand)
+        cand_scores, order = torch.sort(cand_scores, descending=True, dim=1)
+        cand_l, score_l = torch.gather(cand, -1, order).tolist(), cand_scores.tolist()
+        dst, src, tok_l, new_scores, moved = [], [], [], [], []
+        for a, r in enumerate(active):
+            base, step = r.block * nb, r.step
+            picked: list[tuple[int, float, int]] = []  # (source row, score, token)
+            for rank, (c, s) in enumerate(zip(cand_l[a], score_l[a])):
+                row, tok = base + c // vocab, c % vocab
+                if tok == stop:
+                    if rank < nb:  # a stop among the best closes a hypothesis
+                        r.hyps.add(self.history[row, :step].tolist(), s, step + 1, stopped=True)
+                else:
+                    picked.append((row, s, tok))
+                if len(picked) == nb:
+                    break
+            r.step += 1
+            if r.hyps.is_done(score_l[a][0], step + 1):
+                self._finish(r, *r.hyps.best()[1:], done)
+                continue
+            for j, (row, s, tok) in enumerate(picked):
+                dst.append(base + j)
+                src.append(row)
+                tok_l.append(tok)
+                new_scores.append(s)
+            moved.append(r)
+        if not moved:
+            return
+        dev = rows.device
+        d, s_ = torch.tensor(dst, device=dev), torch.tensor(src, device=dev)
+        tokens = torch.tensor(tok_l, device=dev)
+        if dst != src:  # beams take over the histories they continue
+            self.history[d] = self.history[s_]
+            self.seen[d] = self.seen[s_]
+            self.cache.move(d, s_, max(r.prompt_length + r.step - 1 for r in moved))
+        steps = torch.tensor([r.step - 1 for r in moved], device=dev).repeat_interleave(nb)
+        self.history[d, steps] = tokens
+        self.seen[d, tokens] = True
+        self.tokens[d] = tokens
+        self.beam_scores[d] = torch.tensor(new_scores, device=dev)
+        for m, r in enumerate(moved):  # a budget that ends here keeps the live beams as candidates
+            if r.step >= r.budget:
+                live = self.history[r.block * nb : (r.block + 1) * nb, : r.step].tolist()
+                for j in range(nb):
+                    r.hyps.add(live[j], new_scores[m * nb + j], r.step, stopped=False)
+                self._finish(r, *r.hyps.best()[1:], done)
 
 
 @torch.inference_mode()
 def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tensor],
              params: SamplingParams = SamplingParams(), cancel: Cancel | None = None,
              generator: torch.Generator | Sequence[torch.Generator] | None = None,
-             budgets: Sequence[int | None] | None = None) -> Generation:
-    """Generate semantic codes for a batch of requests.
+             budgets: Sequence[int | None] | None = None, forbid: Sequence[int] = ()) -> Generation:
+    """Generate semantic codes for a batch of requests (a :class:`DecodePool` run to the end).
 
     cond: [B, 34, C] from ``model.conditioning`` (or [1, 34, C] shared by all texts);
     texts: B 1-D tensors of text token ids. ``cancel.raise_if_cancelled()`` runs every step.
     generator: one for the batch, or B (one per request; see the module doc).
     budgets: B code budgets (None: ``params.code_budget``), e.g. forced counts in benchmarks.
+    forbid: codes no request may choose (with the stop code: forced counts).
     """
     if not texts:
         raise ValueError("no texts to generate for")
-    beams = params.num_beams if params.mode == "beam_sample" else 1
-    draws = Draws(generator, len(texts), 2 * beams if beams > 1 else 1, cond.device)
-    cfg = model.cfg
+    b = len(texts)
+    if generator is None or isinstance(generator, torch.Generator):
+        gens = [generator] * b
+    else:
+        gens = list(generator) if isinstance(generator, (list, tuple)) else []
+        if len(gens) != b or not all(isinstance(g, torch.Generator) for g in gens):
+            raise ValueError(f"generator must be one torch.Generator or a list of {b} (one per "
+                             f"request), got {generator!r}")
     if budgets is None:
-        budgets = [None] * len(texts)
-    if len(budgets) != len(texts) or any(b is not None and b < 1 for b in budgets):
-        raise ValueError(f"budgets must be {len(texts)} positive counts (or None), got {list(budgets)}")
-    budgets = [params.code_budget(int(torch.as_tensor(t).numel())) if b is None else b
-               for t, b in zip(texts, budgets)]
+        budgets = [None] * b
+    if len(budgets) != b or any(n is not None and n < 1 for n in budgets):
+        raise ValueError(f"budgets must be {b} positive counts (or None), got {list(budgets)}")
+    budgets = [params.code_budget(int(torch.as_tensor(t).numel())) if n is None else n
+               for t, n in zip(texts, budgets)]
     longest = max(budgets)
-    if longest > cfg.max_mel_tokens:
-        raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {cfg.max_mel_tokens}")
-    emb, lengths = model.prompt(cond, texts)
-    if beams > 1:
-        emb, lengths = emb.repeat_interleave(beams, 0), lengths.repeat_interleave(beams, 0)
-    rows = emb.size(0)
-    cache = model.gpt.new_cache(rows, emb.size(1) + longest, device=emb.device, dtype=emb.dtype)
-    logits = model.prefill(emb, lengths, cache)
-    seen = torch.zeros(rows, cfg.number_mel_codes, dtype=torch.bool, device=emb.device)
-    seen[:, 1] = True  # the dummy prompt ids of the official generate()
-    seen[:, cfg.start_mel_token] = True
-    step_in = StepInputs(lengths, params.hf_position_quirk)
-    run = _beam_sample if beams > 1 else _single
-    return run(model, logits, seen, step_in, cache, budgets, params, cancel, draws)
-
-
-class StepInputs:
-    """Position and cache-slot inputs of the decode step, [rows] each, updated in place.
-
-    Code k of every row is embedded at mel position ``mel_position(k)`` and written into cache
-    slot ``prompt_length + k`` of its row.
-    """
-
-    def __init__(self, prompt_lengths: torch.Tensor, hf_quirk: bool):
-        self.slots = prompt_lengths.clone()
-        self.positions = torch.empty_like(prompt_lengths)
-        self.hf_quirk = hf_quirk
-        self.max_prompt = int(prompt_lengths.max())
-
-    def feed(self, model: UnifiedVoice, tokens: torch.Tensor, step: int, cache) -> torch.Tensor:
-        """Run code ``step`` of every row [rows] -> logits [rows, V]."""
-        self.positions.fill_(mel_position(step, self.hf_quirk))
-        logits = model.decode_step(tokens, self.positions, self.slots, cache)
-        self.slots += 1
-        return logits
-
-
-def _raw_scores(logits: torch.Tensor, stop: int, params: SamplingParams) -> torch.Tensor:
-    scores = logits.float()
-    if params.target_codes is not None:
-        scores[:, stop] = float("-inf")  # duration control: the budget is the only way out
-    return scores
-
-
-def _single(model, logits, seen, step_in, cache, budgets, params, cancel, draws: Draws) -> Generation:
-    cfg = model.cfg
-    stop = cfg.stop_mel_token
-    b = logits.size(0)
-    history = torch.full((b, max(budgets)), stop, dtype=torch.long, device=logits.device)
-    live = torch.ones(b, dtype=torch.bool, device=logits.device)
-    stopped = torch.zeros_like(live)
-    budget = torch.tensor(budgets, device=logits.device)
-    row_ids = torch.arange(b, device=seen.device)
-    live_l = [True] * b
-    for step in range(max(budgets)):
+    if longest > model.cfg.max_mel_tokens:
+        raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {model.cfg.max_mel_tokens}")
+    prompt = cond.size(1) + 3 + max(int(torch.as_tensor(t).numel()) for t in texts)  # [cond | 0 text 1 | start]
+    pool = DecodePool(model, params, capacity=b, max_len=prompt + longest, max_codes=longest)
+    requests = pool.admit(cond, texts, budgets, gens, forbid=[forbid] * b)
+    while len(pool):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        scores = _raw_scores(logits, stop, params)
-        if params.mode == "greedy":
-            tokens = repetition_penalty(scores, seen, params.repetition_penalty).argmax(-1)
-        else:
-            probs = process(scores, seen, params, min_keep=1).softmax(-1)
-            tokens = draws(probs, live_l).squeeze(1)
-        tokens = torch.where(live, tokens, stop)  # finished rows are padded with the stop id
-        history[:, step] = tokens
-        seen[row_ids, tokens] = True
-        stopped |= live & (tokens == stop)
-        live &= (tokens != stop) & (step + 1 < budget)
-        live_l = live.tolist()  # the step's one host sync
-        if not any(live_l):
-            break
-        logits = step_in.feed(model, tokens, step, cache)
-    codes = []
-    for row in history.tolist():
-        codes.append(torch.tensor(row[: row.index(stop)] if stop in row else row, dtype=torch.long))
-    return Generation(codes, stopped.tolist())
-
-
-def _beam_sample(model, logits, seen, step_in, cache, budgets, params, cancel, draws: Draws) -> Generation:
-    cfg = model.cfg
-    stop = cfg.stop_mel_token
-    nb = params.num_beams
-    rows, vocab = logits.shape
-    b = rows // nb
-    device = logits.device
-    beam_scores = torch.zeros(b, nb, device=device)
-    beam_scores[:, 1:] = -1e9  # only beam 0 is live at first: the beams start identical
-    beam_scores = beam_scores.view(-1)
-    history = torch.zeros(rows, max(budgets), dtype=torch.long, device=device)
-    hyps = [Hypotheses(nb, params.length_penalty) for _ in range(b)]
-    done = [False] * b
-    n_cand = 2 * nb  # max(2, 1 + number of stop ids) * beams
-    row_ids = torch.arange(rows, device=device)
-    for step in range(max(budgets)):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        scores = process(F.log_softmax(_raw_scores(logits, stop, params), dim=-1), seen, params, min_keep=2)
-        total = (scores + beam_scores[:, None]).view(b, nb * vocab)
-        cand = draws(total.softmax(-1), [not d for d in done])  # [b, n_cand]
-        cand_scores = torch.gather(total, -1, cand)
-        cand_scores, order = torch.sort(cand_scores, descending=True, dim=1)
-        cand = torch.gather(cand, -1, order)
-        next_scores = torch.zeros(b, nb, device=device)
-        next_tokens = torch.full((b, nb), stop, dtype=torch.long, device=device)
-        next_rows = torch.arange(rows, device=device).view(b, nb).clone()
-        cand_l, score_l = cand.tolist(), cand_scores.tolist()
-        hist_l = None
-        for i in range(b):
-            if done[i]:
-                continue
-            k = 0
-            for rank, (c, s) in enumerate(zip(cand_l[i], score_l[i])):
-                row, tok = i * nb + c // vocab, c % vocab
-                if tok == stop:
-                    if rank >= nb:
-                        continue
-                    if hist_l is None:
-                        hist_l = history[:, :step].tolist()
-                    hyps[i].add(hist_l[row], s, step + 1, stopped=True)
-                else:
-                    next_scores[i, k], next_tokens[i, k], next_rows[i, k] = s, tok, row
-                    k += 1
-                if k == nb:
-                    break
-            done[i] = hyps[i].is_done(score_l[i][0], step + 1)
-        next_rows = next_rows.view(-1)
-        beam_scores = next_scores.view(-1)
-        tokens = next_tokens.view(-1)
-        history = history[next_rows]
-        history[:, step] = tokens
-        seen = seen[next_rows]
-        seen[row_ids, tokens] = True
-        cache.reorder(next_rows, step_in.max_prompt + step)
-        for i in range(b):  # requests whose budget ends here keep their live beams as candidates
-            if not done[i] and step + 1 >= budgets[i]:
-                live = history[i * nb:(i + 1) * nb, : step + 1].tolist()
-                for j in range(nb):
-                    hyps[i].add(live[j], float(beam_scores[i * nb + j]), step + 1, stopped=False)
-                done[i] = True
-        if all(done):
-            break
-        logits = step_in.feed(model, tokens, step, cache)
-    codes, stopped = [], []
-    for h in hyps:
-        _, c, s = h.best()
-        codes.append(torch.tensor(c, dtype=torch.long))
-        stopped.append(s)
-    return Generation(codes, stopped)
+        pool.step()
+    return Generation([r.codes for r in requests], [r.stopped for r in requests])
 
 
 def remove_long_silence(codes: torch.Tensor, silent_token: int = 52, max_consecutive: int = 30,

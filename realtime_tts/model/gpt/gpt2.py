@@ -4,15 +4,16 @@ static KV cache.
 Names match the Hugging Face ``GPT2Model`` state dict the official checkpoint stores under
 ``gpt.``: ``h.N.ln_1``, ``h.N.attn.c_attn`` (a transposed ``Conv1D`` weight [C, 3C]) and so on.
 
-The cache is allocated once per generation: ``[layers, rows, heads, max_len, head_dim]`` for K and
-for V. Every row has its own write slots, so rows of different prompt lengths decode together.
-A decode step reads the whole cache under a mask, so its shapes never change (CUDA-graph
-friendly); a prefill reads only the slots it writes.
+The cache ``[layers, rows, heads, max_len, head_dim]`` (K and V) belongs to a decode pool and
+outlives any one request: every row has its own write slots, so rows of different prompt lengths
+and at different steps decode together. A decode step runs every row and reads slots 0..span-1
+under a mask; a prefill writes a prompt into the rows it is given and attends only to itself.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +46,31 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.size(3)
 
-    def reorder(self, rows: torch.Tensor, used: int) -> None:
-        """Row i takes the history of row ``rows[i]`` (beam search); only ``used`` slots move."""
+    def grow(self, max_len: int) -> None:
+        """Reallocate with ``max_len`` slots per row, keeping what is stored."""
+        if max_len <= self.max_len:
+            return
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros(old.shape[:3] + (max_len, old.size(4)))
+            new[:, :, :, : old.size(3)] = old
+            setattr(self, name, new)
+
+    def move(self, dst: torch.Tensor, src: torch.Tensor, used: int) -> None:
+        """Rows ``dst`` [N] take the history (slots 0..used-1) of rows ``src`` [N], all read before
+        any is written (beam search: a beam continues another beam's sequence)."""
         for cache in (self.k, self.v):
-            for layer in cache:
-                part = layer[:, :, :used]
-                part.copy_(part.index_select(0, rows))
+            cache[:, dst, :, :used] = cache[:, src, :, :used]
+
+
+class LayerCache(NamedTuple):
+    """One layer's view of the cache for a forward pass."""
+
+    k: torch.Tensor  # [rows, H, max_len, D]
+    v: torch.Tensor
+    rows: torch.Tensor  # [B, 1] cache rows of the batch rows
+    slots: torch.Tensor  # [B, T] slots of the batch tokens
+    read: bool  # attend to the cache (decode step) or only to the tokens of this pass (prefill)
 
 
 class Attention(nn.Module):
@@ -61,25 +81,25 @@ class Attention(nn.Module):
         self.c_attn = Conv1D(dim, 3 * dim)
         self.c_proj = Conv1D(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-                slots: torch.Tensor | None) -> torch.Tensor:
-        """x [B, T, C]; mask [B, 1, T, S] (True = may attend); slots [B, T] cache positions of x.
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: "LayerCache | None") -> torch.Tensor:
+        """x [B, T, C]; mask [B, 1, T, S] (True = may attend).
 
-        With a cache, x is written into its slots and attention reads slots 0..S-1."""
+        With a cache, x's keys/values are written into slots ``cache.slots`` [B, T] of rows
+        ``cache.rows`` [B, 1]; a decode step (``cache.read``) then attends to slots 0..S-1 of the
+        cache, a prefill to the prompt's own keys."""
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = k.view(b, t, self.heads, self.head_dim)
         v = v.view(b, t, self.heads, self.head_dim)
-        if cache is None:
-            k, v = k.transpose(1, 2), v.transpose(1, 2)
-        else:
-            k_cache, v_cache, rows = cache  # [B, H, max_len, D], [B, 1]
-            k_cache[rows, :, slots] = k  # writes [B, T, H, D] into the per-row slots
-            v_cache[rows, :, slots] = v
+        if cache is not None:
+            cache.k[cache.rows, :, cache.slots] = k  # writes [B, T, H, D] into the per-row slots
+            cache.v[cache.rows, :, cache.slots] = v
+        if cache is not None and cache.read:
             s = mask.size(-1)
-            k, v = k_cache[:, :, :s], v_cache[:, :, :s]
+            k, v = cache.k[:, :, :s], cache.v[:, :, :s]
+        else:
+            k, v = k.transpose(1, 2), v.transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim))
         return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
 
@@ -102,8 +122,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim)
 
-    def forward(self, x, mask, cache, slots):
-        x = x + self.attn(self.ln_1(x), mask, cache, slots)
+    def forward(self, x, mask, cache):
+        x = x + self.attn(self.ln_1(x), mask, cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -121,12 +141,21 @@ class GPT2(nn.Module):
                        device or p.device, dtype or p.dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None,
-                slots: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, T, C] -> ln_f(h) [B, T, C]. Without a cache ``mask`` is [B, 1, T, T]; with a
-        cache it is [B, 1, T, S] over cache slots 0..S-1 and ``slots`` [B, T] says where x goes."""
+                slots: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, C] -> ln_f(h) [B, T, C]; ``mask`` [B, 1, T, S], True = may attend.
+
+        * no cache: plain masked self-attention (S = T);
+        * cache, no ``rows``: a decode step of every cache row (B = rows); x goes into ``slots``
+          [B, T] and attends to cache slots 0..S-1;
+        * cache and ``rows`` [B]: a prefill of those cache rows; x goes into ``slots`` and attends
+          to itself (S = T).
+        """
+        read = rows is None
+        if cache is not None:
+            rows = cache.rows if rows is None else rows[:, None]
         for i, block in enumerate(self.h):
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.rows)
-            x = block(x, mask, layer_cache, slots)
+            layer_cache = None if cache is None else LayerCache(cache.k[i], cache.v[i], rows, slots, read)
+            x = block(x, mask, layer_cache)
         return self.ln_f(x)
 
 

@@ -160,24 +160,29 @@ class UnifiedVoice(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.mel_head(self.final_norm(h))
 
-    def prefill(self, emb: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Run the prompt [B, P, C] into cache slots 0..P-1 -> logits at each row's last token [B, V]."""
+    def prefill(self, emb: torch.Tensor, lengths: torch.Tensor, cache: KVCache,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the prompt [B, P, C] into slots 0..P-1 of cache ``rows`` [B] (default 0..B-1)
+        -> logits at each row's last token [B, V]."""
         b, p, _ = emb.shape
         if p > cache.max_len:
             raise ValueError(f"prompt of {p} tokens does not fit a cache of {cache.max_len}")
+        if rows is None:
+            rows = torch.arange(b, device=emb.device)
         slots = torch.arange(p, device=emb.device).expand(b, p)
-        h = self.gpt(emb, prompt_mask(lengths, p, p), cache, slots)
+        h = self.gpt(emb, prompt_mask(lengths, p, p), cache, slots, rows)
         last = h[torch.arange(b, device=emb.device), lengths - 1]  # [B, C]
         return self.logits(last)
 
     def decode_step(self, codes: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-                    cache: KVCache) -> torch.Tensor:
-        """One token per row: codes/positions/slots [B] -> logits [B, V]. Shapes never change.
+                    cache: KVCache, span: int | None = None) -> torch.Tensor:
+        """One token per cache row: codes/positions/slots [R] -> logits [R, V].
 
-        ``positions`` must stay below ``cfg.mel_positions`` and ``slots`` below ``cache.max_len``
-        (``generate`` guarantees both; nothing here reads values back to the host)."""
-        x = self._mel_embed(codes, positions).unsqueeze(1)  # [B, 1, C]
-        h = self.gpt(x, step_mask(slots, cache.max_len), cache, slots.unsqueeze(1))
+        Attention reads cache slots 0..span-1 (default: all), so the shapes depend on ``span``
+        alone. ``positions`` must stay below ``cfg.mel_positions`` and ``slots`` below ``span``
+        (the decode pool guarantees both; nothing here reads values back to the host)."""
+        x = self._mel_embed(codes, positions).unsqueeze(1)  # [R, 1, C]
+        h = self.gpt(x, step_mask(slots, span or cache.max_len), cache, slots.unsqueeze(1))
         return self.logits(h[:, 0])
 
     def compile_decode_step(self) -> None:
@@ -188,6 +193,7 @@ class UnifiedVoice(nn.Module):
         step has no host syncs to break on) and once for every batch size and cache length
         (``dynamic=True``), so one warm-up call covers them all. The cache is written in place
         exactly as in eager mode, and the weights stay the module's own (state dict unchanged).
+        ``span`` is a Python int: each distinct value is a shape, which ``dynamic`` shares.
         """
         self.decode_step = torch.compile(self.decode_step, fullgraph=True, dynamic=True)
 

@@ -46,8 +46,9 @@ class Settings:
                                "start-up compiles for a minute or more)")
     # --- executor ----------------------------------------------------------------
     max_queue: int = opt(256, "maximum queued segments across all clients before new work is refused as busy")
-    max_batch: int = opt(0, "segments synthesized together in one engine pass (1: one at a time; "
-                            "0: automatic, 8 for IndexTTS2 on a CUDA GPU, else 1)")
+    max_batch: int = opt(0, "segments synthesized together (IndexTTS2: continuous batching, new segments join "
+                            "the running GPT decode; 1: one at a time; 0: automatic, 8 for IndexTTS2 on a "
+                            "CUDA GPU, else 1)")
     # --- text --------------------------------------------------------------------
     max_segment_chars: int = opt(120, "maximum characters per synthesized segment")
     first_clause_min_chars: int = opt(8, "first segment of a turn may end at a clause mark (，,、：) once this many characters are buffered")

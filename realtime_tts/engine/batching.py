@@ -51,7 +51,11 @@ class BatchingExecutor(QueuedExecutor):
         return batch
 
     def _work(self) -> None:
-        batch = self.engine.open_batch(self.max_batch)
+        try:
+            batch = self.engine.open_batch(self.max_batch)
+        except Exception:  # e.g. no memory for the decode pool: per-call batches still work
+            log.exception("continuous batching unavailable; batching per engine call instead")
+            batch = None
         if batch is None:
             self._work_per_call()
         else:

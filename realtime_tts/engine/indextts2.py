@@ -66,7 +66,7 @@ from realtime_tts.text.tokenizer import TextTokenizer, split_segments
 
 from . import conditioning as cond
 from .continuous import ContinuousBatch
-from .base import CancelToken, Cancelled, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
+from .base import CancelToken, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
 from .checkpoints import CheckpointError, CheckpointPaths, load_state_dict_strict, read_state_dict, resolve
 
 log = logging.getLogger(__name__)

@@ -3,25 +3,18 @@ lengths, cancellation, the runaway guard, the position quirk switch and the help
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from realtime_tts.engine.base import CancelToken, Cancelled
-from realtime_tts.model.gpt import (GPTConfig, SamplingParams, UnifiedVoice, codes_for_speed, generate,
+from realtime_tts.model.gpt import (SamplingParams, UnifiedVoice, codes_for_speed, generate,
                                    remove_long_silence)
 from realtime_tts.model.gpt.decode import top_k_filter, top_p_filter
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "gpt"
-
 
 @pytest.fixture(scope="module")
-def model() -> UnifiedVoice:
-    m = UnifiedVoice(GPTConfig.tiny())
-    m.load_state_dict({k: v.float() for k, v in load_file(str(FIX / "tiny_gpt.safetensors")).items()})
-    return m.eval()
+def model(tiny_gpt) -> UnifiedVoice:
+    return tiny_gpt
 
 
 @pytest.fixture(scope="module")

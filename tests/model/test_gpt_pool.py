@@ -5,16 +5,12 @@ any step, leave when done or dropped, and reuse freed blocks get exactly the cod
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from realtime_tts.model.gpt import GPTConfig, SamplingParams, UnifiedVoice, generate
+from realtime_tts.model.gpt import SamplingParams, UnifiedVoice, generate
 from realtime_tts.model.gpt.decode import DecodePool, PoolFull
-
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "gpt"
 
 TEXTS = [torch.tensor([5, 9, 33, 7]), torch.tensor([12, 40, 41, 42, 43, 44, 45, 46, 47, 3, 3]),
          torch.tensor([100]), torch.tensor([8, 8, 20, 21, 22])]
@@ -25,10 +21,8 @@ MODES = {"greedy": replace(BASE, mode="greedy"), "sample": replace(BASE, mode="s
 
 
 @pytest.fixture(scope="module")
-def model() -> UnifiedVoice:
-    m = UnifiedVoice(GPTConfig.tiny())
-    m.load_state_dict({k: v.float() for k, v in load_file(str(FIX / "tiny_gpt.safetensors")).items()})
-    return m.eval()
+def model(tiny_gpt) -> UnifiedVoice:
+    return tiny_gpt
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from realtime_tts.model.s2mel import PromptCondition, S2Mel, S2MelConfig
+from realtime_tts.model.s2mel import S2Mel, S2MelConfig
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "s2mel"
 CFG = S2MelConfig.tiny()

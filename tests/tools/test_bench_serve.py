@@ -4,6 +4,7 @@ its shape, every stream got audio, the plot is a PNG; no timing is asserted."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -28,7 +29,7 @@ def _load(name: str):
 
 serve = _load("serve")
 
-LEVEL_KEYS = {"streams", "turns", "turns_ok", "wall_s", "ttfa_server_s", "ttfa_client_s", "queue_wait_s", "segments",
+LEVEL_KEYS = {"phase", "streams", "turns", "turns_ok", "wall_s", "ttfa_server_s", "ttfa_client_s", "queue_wait_s", "segments",
               "segments_failed", "stages_ms", "gpt_ms_per_code_est", "encode_ms", "rtf", "audio_s",
               "throughput_x_realtime", "underruns", "stall_s", "gpu_max_allocated_mb", "streams_detail"}
 STATS_KEYS = {"n", "p50", "p95", "mean", "max"}
@@ -88,6 +89,46 @@ def test_espeak_agent_streams_with_plot(tmp_path, capsys):
     assert json.loads(out_json.read_text()) == result
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "TTFA srv p50/p95 ms" in out and "encode ms" in out
+
+
+def test_targets_search_doubles_then_narrows(monkeypatch):
+    """The capacity search: levels double until one fails, then the gap halves; the answer is the
+    most streams that passed."""
+    tried = []
+
+    async def fake_level(n, port, a, rec, engine):
+        tried.append((n, a.turns))
+        ok = n <= 5
+        return {"streams": n, "turns": n * a.turns, "turns_ok": n * a.turns, "underruns": 0 if ok else 1,
+                "ttfa_server_s": {"n": n, "p50": 0.05, "p95": 0.1 if ok else 0.5}, "rtf": 0.02, "wall_s": 1.0}
+
+    monkeypatch.setattr(serve, "run_level", fake_level)
+    a = serve.parse_args(["--targets", "--targets-turns", "3", "--turns", "2", "--engine", "espeak"])
+    levels = []
+    t = asyncio.run(serve._targets(a, None, 0, None, levels))
+    assert tried == [(1, 3), (1, 2), (2, 2), (4, 2), (8, 2), (6, 2), (5, 2)]  # idle run, then the search
+    assert t["real_time_streams"] == 5 and t["first_failing_streams"] == 6
+    assert t["single_stream_rtf"] == 0.02 and t["idle_ttfa_s"] == {"p50": 0.05, "p95": 0.1, "n": 1}
+    assert [lv["phase"] for lv in levels] == ["idle"] + ["capacity"] * 6
+    # every level passes: the search stops at --targets-max and says so
+    tried.clear()
+    a.targets_max = 4
+    monkeypatch.setattr(serve, "real_time", lambda level: True)
+    t = asyncio.run(serve._targets(a, None, 0, None, []))
+    assert [n for n, _ in tried] == [1, 1, 2, 4] and t["real_time_streams"] == 4 and t["first_failing_streams"] is None
+
+
+def test_espeak_targets_table(capsys):
+    assert serve.run_bench(["--engine", "espeak", "--targets", "--targets-turns", "2", "--targets-max", "2",
+                            "--turns", "1", "--lengths", "7", "--ref-seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    result = json_line(out)
+    t = result["targets"]
+    assert set(t) == {"single_stream_rtf", "idle_ttfa_s", "real_time_streams", "first_failing_streams", "max_tried"}
+    assert result["levels"][0]["phase"] == "idle" and result["levels"][0]["turns_ok"] == 2
+    assert t["single_stream_rtf"] > 0 and t["idle_ttfa_s"]["n"] == 2 and 0 <= t["real_time_streams"] <= 2
+    assert result["commit"] and "| target | goal | measured | met |" in out
+    assert "| concurrent real-time streams (no underrun, p95 TTFA <= 300 ms) | >= 64 |" in out
 
 
 def test_espeak_xiaozhi_devices(capsys):
@@ -159,6 +200,9 @@ def test_cli_dispatch(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
+    ([], "give either --streams levels or --targets"),
+    (["--streams", "1", "--targets"], "give either --streams levels or --targets"),
+    (["--targets", "--targets-max", "0"], "--targets-turns and --targets-max must be at least 1"),
     (["--streams", "0"], "--streams: every level must be at least 1"),
     (["--streams", "1,x"], "expected comma-separated integers"),
     (["--streams", "1", "--lengths", "9"], "--lengths: the standard set has"),

@@ -14,8 +14,9 @@ for the first time (conditioning included) and for a cached voice. Run it from t
     PYTHONPATH=. python tools/bench/pipeline.py --quick            # a fast smoke run
     PYTHONPATH=. python tools/bench/pipeline.py --tiny --device cpu  # tiny random model (tests)
 
-With ``--streams N[,N...]`` (or ``realtime-tts bench serve ...``) the serving benchmark runs instead:
-the real server under N concurrent clients (tools/bench/serve.py; ``realtime-tts bench serve --help``).
+With ``--streams N[,N...]`` or ``--targets`` (or ``realtime-tts bench serve ...``) the serving
+benchmark runs instead: the real server under N concurrent clients (tools/bench/serve.py;
+``realtime-tts bench serve --help``).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def run_bench(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         return _serving_bench(argv[1:])
-    if any(x == "--streams" or x.startswith("--streams=") for x in argv):
+    if any(x in ("--streams", "--targets") or x.startswith("--streams=") for x in argv):
         return _serving_bench(argv)
     a = parse_args(argv)
     from realtime_tts.engine.base import SynthesisOptions, Voice

@@ -19,6 +19,13 @@ Reported per concurrency level:
     runs ahead of the audio received, and the total stall time;
   * peak GPU memory (CUDA only).
 
+``--targets`` measures the performance issue's three targets instead of fixed levels: the
+single-stream RTF and the TTFA of short first sentences (<= 20 characters, cached voice, idle
+server, ``--targets-turns`` turns), then the most concurrent streams that still play with no
+underrun and a p95 TTFA <= 300 ms (levels doubling from 1 up to ``--targets-max``, then halving
+the gap between the last that passed and the first that failed). It prints them as a Markdown
+table naming the device, commit and settings, ready for docs/benchmarks.md.
+
 Output: a table, one ``JSON {...}`` line, ``--out results.json`` and ``--plot latency.png``.
 This is a benchmark, never a test: timings depend on the machine and on what else runs.
 
@@ -26,6 +33,7 @@ This is a benchmark, never a test: timings depend on the machine and on what els
     realtime-tts bench --streams 1,2 --engine indextts2 --checkpoints tests/fixtures/pipeline/checkpoints \\
         --device cpu --cfm-steps 3 --tokens 20 --lengths 7,16
     realtime-tts bench --streams 1,8,32,64 --engine indextts2 --device cuda   # full-size random weights
+    realtime-tts bench --targets --engine indextts2 --device cuda             # the issue's targets table
     realtime-tts bench --streams 1,8,32 --engine indextts2 --checkpoints checkpoints --client xiaozhi
 """
 
@@ -94,8 +102,15 @@ def _int_list(value: str, what: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="realtime-tts bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--streams", required=True, type=lambda v: _int_list(v, "--streams"),
+    ap.add_argument("--streams", type=lambda v: _int_list(v, "--streams"),
                     help="concurrency levels, e.g. 1,4,16 (each level is one run)")
+    ap.add_argument("--targets", action="store_true",
+                    help="measure the targets (single-stream RTF, idle short-sentence TTFA, most real-time "
+                         "streams) instead of --streams levels")
+    ap.add_argument("--targets-turns", type=int, default=10,
+                    help="--targets: turns of the idle single-stream run (default 10)")
+    ap.add_argument("--targets-max", type=int, default=128,
+                    help="--targets: the most streams the capacity search tries (default 128)")
     ap.add_argument("--client", choices=("agent", "xiaozhi"), default="agent",
                     help="agent-stream sockets (default) or xiaozhi device simulators")
     ap.add_argument("--turns", type=int, default=4, help="turns per stream at each level (default 4)")
@@ -128,6 +143,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--plot", type=Path, help="write a PNG of TTFA against concurrency here (needs matplotlib)")
     a = ap.parse_args(argv)
+    if (a.streams is None) == (not a.targets):
+        ap.error("give either --streams levels or --targets")
+    if a.targets and (a.targets_turns < 1 or a.targets_max < 1):
+        ap.error("--targets-turns and --targets-max must be at least 1")
+    if a.targets:
+        a.streams = []
     if any(n < 1 for n in a.streams):
         ap.error("--streams: every level must be at least 1")
     if a.turns < 1:
@@ -584,14 +605,20 @@ def _ms(stats: dict | None, key: str) -> str:
 
 
 def table(results: dict) -> str:
+    phases = any(lv.get("phase", "levels") != "levels" for lv in results["levels"])  # --targets runs
+
+    def phase(lv: dict) -> str:
+        return f"{lv.get('phase', ''):>8} " if phases else ""
+
     lines = [
-        f"{'streams':>7} {'turns ok':>9} {'TTFA srv p50/p95 ms':>20} {'TTFA cli p50/p95 ms':>20} "
+        f"{'phase':>8} " * phases + f"{'streams':>7} {'turns ok':>9} {'TTFA srv p50/p95 ms':>20} "
+        f"{'TTFA cli p50/p95 ms':>20} "
         f"{'queue p95 ms':>12} {'RTF':>7} {'x realtime':>10} {'underruns':>9} {'stall s':>7} {'GPU MB':>8}"
     ]
     for lv in results["levels"]:
         srv, cli = lv["ttfa_server_s"], lv["ttfa_client_s"]
         lines.append(
-            f"{lv['streams']:>7} {lv['turns_ok']:>4}/{lv['turns']:<4} "
+            f"{phase(lv)}{lv['streams']:>7} {lv['turns_ok']:>4}/{lv['turns']:<4} "
             f"{_ms(srv, 'p50') + ' / ' + _ms(srv, 'p95'):>20} {_ms(cli, 'p50') + ' / ' + _ms(cli, 'p95'):>20} "
             f"{_ms(lv['queue_wait_s'], 'p95'):>12} {lv['rtf'] if lv['rtf'] is not None else '-':>7} "
             f"{lv['throughput_x_realtime'] if lv['throughput_x_realtime'] is not None else '-':>10} "
@@ -642,17 +669,100 @@ def plot(results: dict, path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
-async def _bench(a: argparse.Namespace, engine, port: int, rec: Recorder) -> list[dict]:
+async def _level(n: int, port: int, a: argparse.Namespace, rec: Recorder, engine, levels: list[dict],
+                 phase: str = "levels") -> dict:
+    level = {"phase": phase, **await run_level(n, port, a, rec, engine)}
+    srv = level["ttfa_server_s"]
+    print(f"  {n} stream(s): {level['turns_ok']}/{level['turns']} turns, TTFA p50 {_ms(srv, 'p50')} / p95 "
+          f"{_ms(srv, 'p95')} ms, {level['underruns']} underrun(s), {level['wall_s']:.1f} s", flush=True)
+    levels.append(level)
+    return level
+
+
+async def _bench(a: argparse.Namespace, engine, port: int, rec: Recorder) -> tuple[list[dict], dict | None]:
     # Prime: one turn caches the voice's conditioning (the targets assume a cached voice).
     await run_level(1, port, argparse.Namespace(**{**vars(a), "turns": 1}), rec, engine)
-    levels = []
+    levels: list[dict] = []
     for n in a.streams:
-        level = await run_level(n, port, a, rec, engine)
-        srv = level["ttfa_server_s"]
-        print(f"  {n} stream(s): {level['turns_ok']}/{level['turns']} turns, TTFA p50 "
-              f"{_ms(srv, 'p50')} ms, {level['wall_s']:.1f} s", flush=True)
-        levels.append(level)
-    return levels
+        await _level(n, port, a, rec, engine, levels)
+    return levels, (await _targets(a, engine, port, rec, levels) if a.targets else None)
+
+
+TARGET_P95_S = 0.3  # the capacity target: real-time streams with a p95 TTFA within this
+
+
+def real_time(level: dict) -> bool:
+    """Every turn spoke, no playback underrun, p95 server TTFA within the target."""
+    srv = level["ttfa_server_s"]
+    return (level["turns_ok"] == level["turns"] and level["underruns"] == 0 and srv is not None
+            and srv["p95"] <= TARGET_P95_S)
+
+
+async def _targets(a: argparse.Namespace, engine, port: int, rec: Recorder, levels: list[dict]) -> dict:
+    print("targets: idle server, one stream, first sentences of <= 20 characters", flush=True)
+    idle_args = argparse.Namespace(**{**vars(a), "turns": a.targets_turns, "lengths": [7, 16]})
+    idle = await _level(1, port, idle_args, rec, engine, levels, phase="idle")
+    print(f"targets: most real-time streams (no underrun, p95 TTFA <= {1000 * TARGET_P95_S:.0f} ms), "
+          f"up to {a.targets_max}", flush=True)
+    passed, failed, n = 0, None, 1
+    while n <= a.targets_max:  # double until a level fails
+        if not real_time(await _level(n, port, a, rec, engine, levels, phase="capacity")):
+            failed = n
+            break
+        passed, n = n, 2 * n
+    while failed is not None and failed - passed > max(1, passed // 8):  # then narrow the gap
+        n = (passed + failed) // 2
+        if real_time(await _level(n, port, a, rec, engine, levels, phase="capacity")):
+            passed = n
+        else:
+            failed = n
+    srv = idle["ttfa_server_s"]
+    return {
+        "single_stream_rtf": idle["rtf"],
+        "idle_ttfa_s": None if srv is None else {"p50": srv["p50"], "p95": srv["p95"], "n": srv["n"]},
+        "real_time_streams": passed,
+        "first_failing_streams": failed,  # None: every level up to --targets-max passed
+        "max_tried": a.targets_max,
+    }
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def targets_table(results: dict) -> str:
+    """The targets as Markdown: device, commit and settings, then target / measured / met."""
+    t, info, cfg = results["targets"], results["engine_info"], results["config"]
+    device = info.get("gpu") or info.get("device") or "cpu"
+    settings = ", ".join(f"{k} {cfg[k]}" for k in ("dtype", "decode", "cfm_steps", "tokens", "ref_seconds",
+                                                  "max_batch") if k in cfg)
+    if info.get("compiled"):
+        settings += ", compiled"
+    ttfa = t["idle_ttfa_s"]
+    cap = t["real_time_streams"]
+    cap_text = f"{cap}" + ("" if t["first_failing_streams"] is not None else f" (every level up to {t['max_tried']})")
+    rows = [
+        ("single-stream real-time factor", "<= 0.05",
+         "-" if t["single_stream_rtf"] is None else f"{t['single_stream_rtf']:.3f}",
+         t["single_stream_rtf"] is not None and t["single_stream_rtf"] <= 0.05),
+        ("TTFA, first sentence <= 20 chars, cached voice, idle (p50 / p95)", "<= 120 / 200 ms",
+         "-" if ttfa is None else f"{1000 * ttfa['p50']:.0f} / {1000 * ttfa['p95']:.0f} ms",
+         ttfa is not None and ttfa["p50"] <= 0.12 and ttfa["p95"] <= 0.2),
+        ("concurrent real-time streams (no underrun, p95 TTFA <= 300 ms)", ">= 64", cap_text, cap >= 64),
+    ]
+    lines = [f"{results['engine']}; device {device}; commit {results['commit']}; {settings}", "",
+             "| target | goal | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {name} | {goal} | {got} | {'yes' if ok else 'no'} |" for name, goal, got, ok in rows]
+    return "\n".join(lines)
 
 
 def run_bench(argv: list[str] | None = None) -> int:
@@ -667,7 +777,8 @@ def run_bench(argv: list[str] | None = None) -> int:
     except (CheckpointError, OSError) as e:
         print(f"realtime-tts bench: error: {e}", file=sys.stderr)
         return 2
-    print(f"serving bench: {source}; {a.client} client, streams {','.join(map(str, a.streams))}, "
+    print(f"serving bench: {source}; {a.client} client, "
+          f"{'targets' if a.targets else 'streams ' + ','.join(map(str, a.streams))}, "
           f"{a.turns} turn(s) per stream, sentences {','.join(a.langs)} x {','.join(map(str, sorted(a.lengths)))} "
           f"chars, reference {a.ref_seconds:.1f} s", flush=True)
     rec = Recorder()
@@ -679,7 +790,7 @@ def run_bench(argv: list[str] | None = None) -> int:
                       f"{type(ctx.executor).__name__}, up to {max_batch(a, engine)} segments per pass)", flush=True)
                 wav = synthetic_voice_wav(a.ref_seconds)
                 ctx.voices.add(wav, voice_id=VOICE_ID, name="bench reference")
-                levels = asyncio.run(_bench(a, engine, port, rec))
+                levels, targets = asyncio.run(_bench(a, engine, port, rec))
                 info = ctx.engine.describe()
         except RuntimeError as e:
             print(f"realtime-tts bench: error: {e}", file=sys.stderr)
@@ -691,6 +802,7 @@ def run_bench(argv: list[str] | None = None) -> int:
         "engine": source,
         "engine_info": info,
         "client": a.client,
+        "commit": _commit(),
         "config": {"streams": a.streams, "turns": a.turns, "langs": a.langs, "lengths": sorted(a.lengths),
                    "ref_seconds": a.ref_seconds, "ref_sha256": hashlib.sha256(wav).hexdigest()[:16],
                    "pace_tokens_per_s": a.pace_tokens_per_s, "frame_ms": FRAME_MS, "opus_rate": OPUS_RATE,
@@ -699,7 +811,12 @@ def run_bench(argv: list[str] | None = None) -> int:
                        "dtype": a.dtype} if a.engine == "indextts2" else {})},
         "levels": levels,
     }
+    if targets is not None:
+        results["targets"] = targets
     print(table(results))
+    if targets is not None:
+        print()
+        print(targets_table(results))
     print("JSON " + json.dumps(results, ensure_ascii=False, separators=(",", ":")))
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)

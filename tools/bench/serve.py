@@ -743,6 +743,7 @@ def targets_table(results: dict) -> str:
     """The targets as Markdown: device, commit and settings, then target / measured / met."""
     t, info, cfg = results["targets"], results["engine_info"], results["config"]
     device = info.get("gpu") or info.get("device") or "cpu"
+    cfg = {**cfg, **({"dtype": info["dtype"]} if "dtype" in info else {})}  # the dtype chosen, not "auto"
     settings = ", ".join(f"{k} {cfg[k]}" for k in ("dtype", "decode", "cfm_steps", "tokens", "ref_seconds",
                                                   "max_batch") if k in cfg)
     if info.get("compiled"):

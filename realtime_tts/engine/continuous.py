@@ -3,18 +3,23 @@
 ``ContinuousBatch`` is what the batching executor's worker drives, one ``step()`` at a time:
 
     add(segment)  -> tokenise, voice and emotion conditioning (cached); its first piece waits
-    step()        -> 1. drop cancelled segments (their decode rows are freed at once)
+    step()        -> 1. drop cancelled segments (their decode rows and solves are freed at once)
                      2. admit waiting pieces into free decode-pool blocks (one batched prefill)
                      3. one GPT decode step for every piece in the pool (``DecodePool``)
                      4. pieces whose codes are complete draw their CFM noise; a segment's next
                         piece then waits for a block
-                     5. render the complete pieces when it is time (below): one latent pass, one
-                        masked S2M solve per speed and length bucket, one masked BigVGAN pass
-                     6. return the segments whose every piece has audio, or that failed
+                     5. start rendering the complete pieces when it is time (below): one latent
+                        pass, then one masked S2M solve per speed and length bucket
+                     6. one CFM step of every solve under way; a finished solve goes through one
+                        masked BigVGAN pass
+                     7. return the segments whose every piece has audio, or that failed
 
-Rendering stalls the decode of everyone, so it waits for company, but never long: complete
-pieces render when nothing is left to decode, when one of them belongs to an urgent segment (a
-listener waits for its first audio), or when the oldest has waited ``render_wait`` steps.
+Renders are interleaved with decoding, one CFM step per decode step, so a render never holds up
+the decode of everyone else (a new turn's first sentence starts decoding while other sentences
+render) and a render never waits for the decode to drain. Each solve costs a pass per step,
+though, so a solve waits for company, but never long: complete pieces start rendering when
+nothing is left to decode, when one of them belongs to an urgent segment (a listener waits for
+its first audio), or when the oldest has waited ``render_wait`` steps.
 
 Randomness: a segment draws only from its own generator, in the order of a run alone (piece 1's
 GPT sampling, piece 1's CFM noise, piece 2's GPT sampling, ...), so its codes equal ``run`` of it
@@ -22,15 +27,15 @@ alone with the same generator, whatever joined the pool before or after it, and 
 to float rounding of the batched passes.
 
 Failures stay local: a segment that cannot start fails alone (``add`` raises); a decode step that
-raises fails the segments in the pool (the pool is rebuilt); a render pass that raises is retried
-piece by piece.
+raises fails the segments in the pool (the pool is rebuilt); a shared render that raises is
+retried piece by piece.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +45,7 @@ import torch
 from realtime_tts.model.gpt import remove_long_silence as shrink_silence
 from realtime_tts.model.gpt.decode import DecodePool, DecodeRequest
 from realtime_tts.model.s2mel import PromptCondition, target_lengths
+from realtime_tts.model.s2mel.cfm import run_to_end
 
 from . import conditioning as cond
 from .base import CancelToken, Cancelled, EngineError, SegmentAudio, SynthesisOptions
@@ -76,6 +82,14 @@ class Segment:
 
 
 @dataclass(eq=False)
+class Render:
+    """An S2M solve under way for pieces of one speed and length bucket."""
+
+    pieces: list["Piece"]
+    steps: Generator[None, None, tuple[torch.Tensor, torch.Tensor]]  # S2Mel.generate_steps
+
+
+@dataclass(eq=False)
 class Piece:
     """One piece of a segment (at most 120 text tokens): one pool request, S2M item, vocoder item."""
 
@@ -103,6 +117,7 @@ class ContinuousBatch:
         self.segments: list[Segment] = []
         self.waiting: list[Piece] = []  # next pieces, in arrival order
         self.ready: list[Piece] = []  # codes complete, waiting to render
+        self.rendering: list[Render] = []  # S2M solves under way, one CFM step per engine step
         self.steps = 0
         self.pool = self._new_pool()
 
@@ -165,6 +180,7 @@ class ContinuousBatch:
                 self._decode()
             if self.ready and self._render_due():
                 self._render_ready()
+            self._advance_renders()
             self.steps += 1
         return self._collect()
 
@@ -183,6 +199,7 @@ class ContinuousBatch:
                 r.tag.request = None
         self.waiting = [p for p in self.waiting if p.segment.wanted]
         self.ready = [p for p in self.ready if p.segment.wanted]
+        self.rendering = [r for r in self.rendering if any(p.segment.wanted for p in r.pieces)]
 
     def _admit(self) -> None:
         n = min(len(self.waiting), len(self.pool.free))
@@ -254,23 +271,15 @@ class ContinuousBatch:
         return any(p.segment.urgent for p in self.ready) or self.steps - self.ready[0].ready_step >= self.render_wait
 
     def _render_ready(self) -> None:
+        """Start rendering every ready piece: one latent pass, then one S2M solve per speed and
+        length bucket, each advanced one CFM step per engine step (``_advance_renders``)."""
         pieces, self.ready = self.ready, []
         try:
-            self._render(pieces)
+            self.rendering += self._start_renders(pieces)
         except Exception as exc:
-            if len(pieces) == 1:
-                self._fail([pieces[0].segment], exc, "rendering")
-                return
-            log.warning("rendering %d pieces together failed (%s: %s); retrying them one at a time",
-                        len(pieces), type(exc).__name__, exc)
-            for p in pieces:
-                try:
-                    self._render([p])
-                except Exception as exc1:
-                    self._fail([p.segment], exc1, "rendering")
+            self._render_alone(pieces, exc)
 
-    def _render(self, pieces: list[Piece]) -> None:
-        """Latent pass, S2M and vocoder for pieces whose codes are complete; fills ``wav``."""
+    def _start_renders(self, pieces: list[Piece]) -> list["Render"]:
         e, m = self.engine, self.engine.models
         dev = e.device
         segs = [p.segment for p in pieces]
@@ -282,40 +291,83 @@ class ContinuousBatch:
         for j, p in enumerate(pieces):
             codes[j, : p.codes.numel()] = p.codes
         s_infer = m.s2mel.semantic(m.codec.vq2emb(codes).transpose(1, 2), latent)  # [R, L, W]
-        t = self._tick("gpt_latent", t, segs)
+        self._tick("gpt_latent", t, segs)
 
-        solves = []  # S2M takes one speed per call; similar lengths share a call (little padding)
+        renders = []  # S2M takes one speed per call; similar lengths share a call (little padding)
         for speed in dict.fromkeys(s.speed for s in segs):
             same = [j for j, s in enumerate(segs) if s.speed == speed]
             frames = [pieces[j].noise.size(-1) for j in same]  # prompt + generated frames
-            solves += [(speed, [same[k] for k in bucket]) for bucket in length_buckets(frames)]
-        mels: dict[int, torch.Tensor] = {}
-        for speed, idx in solves:
-            group = [pieces[j] for j in idx]
-            vcs = [p.segment.vc for p in group]
-            prompt = PromptCondition(cond=pad_cat([v.prompt for v in vcs], dim=1),
-                                     mel=pad_cat([v.ref_mel for v in vcs], dim=2),
-                                     style=torch.cat([v.style for v in vcs]),
-                                     lengths=torch.tensor([v.ref_mel.size(-1) for v in vcs], device=dev))
-            noise = pad_cat([p.noise for p in group], dim=2)
+            for bucket in length_buckets(frames):
+                idx = [same[k] for k in bucket]
+                group = [pieces[j] for j in idx]
+                vcs = [p.segment.vc for p in group]
+                prompt = PromptCondition(cond=pad_cat([v.prompt for v in vcs], dim=1),
+                                         mel=pad_cat([v.ref_mel for v in vcs], dim=2),
+                                         style=torch.cat([v.style for v in vcs]),
+                                         lengths=torch.tensor([v.ref_mel.size(-1) for v in vcs], device=dev))
+                steps = m.s2mel.generate_steps(s_infer[idx], code_lens[idx], prompt, speed=speed,
+                                               steps=e.cfm_steps, cfg_rate=e.cfg_rate,
+                                               noise=pad_cat([p.noise for p in group], dim=2),
+                                               cancel=AllCancelled([p.segment for p in group]))
+                renders.append(Render(group, steps))
+        return renders
+
+    def _advance_renders(self) -> None:
+        """One CFM step of every solve under way; a finished solve goes through the vocoder."""
+        still = []
+        for r in self.rendering:
+            segs = [p.segment for p in r.pieces]
+            t = time.perf_counter()
             try:
-                mel, gen_lens = m.s2mel.generate(s_infer[idx], code_lens[idx], prompt, speed=speed,
-                                                 steps=e.cfm_steps, cfg_rate=e.cfg_rate, noise=noise,
-                                                 cancel=AllCancelled([p.segment for p in group]))
+                next(r.steps)
+            except StopIteration as done:
+                self._tick("s2mel", t, segs)
+                try:
+                    self._vocode(r.pieces, *done.value)
+                except Exception as exc:
+                    self._render_alone(r.pieces, exc)
+                continue
             except Cancelled:
-                continue  # every segment of this solve was cancelled
-            for row, j in enumerate(idx):
-                mels[j] = mel[row : row + 1, :, : int(gen_lens[row])]
-        t = self._tick("s2mel", t, segs)
-        keep = [j for j in sorted(mels) if pieces[j].segment.wanted]
+                continue  # no segment of this solve is wanted any more
+            except Exception as exc:
+                self._render_alone(r.pieces, exc)
+                continue
+            self._tick("s2mel", t, segs)
+            still.append(r)
+        self.rendering = still
+
+    def _vocode(self, pieces: list[Piece], mel: torch.Tensor, gen_lens: torch.Tensor) -> None:
+        """BigVGAN over the mels of a finished solve (masked batch); fills ``wav``."""
+        keep = [j for j, p in enumerate(pieces) if p.segment.wanted]
         if not keep:
             return
-        lens = torch.tensor([mels[j].size(-1) for j in keep], device=dev)
-        wav = m.vocoder(pad_cat([mels[j].float() for j in keep], dim=2), lens)[:, 0]  # [R, N]
+        t = time.perf_counter()
+        lens = gen_lens[keep].to(self.engine.device)
+        mels = [mel[j : j + 1, :, : int(gen_lens[j])].float() for j in keep]
+        wav = self.engine.models.vocoder(pad_cat(mels, dim=2), lens)[:, 0]  # [R, N]
         hop = wav.size(-1) // int(lens.max())
-        self._tick("vocoder", t, [segs[j] for j in keep])
+        self._tick("vocoder", t, [pieces[j].segment for j in keep])
         for row, j in enumerate(keep):
             pieces[j].wav = wav[row, : int(lens[row]) * hop].float().cpu().numpy()
+
+    def _render_alone(self, pieces: list[Piece], exc: BaseException) -> None:
+        """A shared render failed: render each piece by itself, start to end (one bad piece, or a
+        batch too big for the device, fails only itself)."""
+        if len(pieces) == 1:
+            self._fail([pieces[0].segment], exc, "rendering")
+            return
+        log.warning("rendering %d pieces together failed (%s: %s); retrying them one at a time",
+                    len(pieces), type(exc).__name__, exc)
+        for p in pieces:
+            if not p.segment.wanted:
+                continue
+            try:
+                (render,) = self._start_renders([p])
+                self._vocode([p], *run_to_end(render.steps))
+            except Cancelled:
+                continue
+            except Exception as exc1:
+                self._fail([p.segment], exc1, "rendering")
 
     def _fail(self, segments: list[Segment], exc: BaseException, doing: str) -> None:
         if not isinstance(exc, Cancelled):

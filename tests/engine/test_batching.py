@@ -134,38 +134,52 @@ def test_segments_joining_a_running_batch_equal_their_runs_alone(engine, codes_s
         assert set(finished[i].stages) == {"conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"}
 
 
-def test_urgent_pieces_render_at_once_others_wait_for_company(engine, monkeypatch):
-    rendered: list[int] = []  # the step of every render pass
+def test_renders_interleave_with_decoding_urgent_ones_start_at_once(engine, monkeypatch):
+    """A complete piece starts rendering when it is urgent, or once it has waited ``render_wait``
+    steps for company; its CFM steps then run one per engine step while the decode goes on."""
+    starts: list[int] = []  # the step at which each render started
+    decoding: list[int] = []  # the step of every GPT decode step
     batch = engine.open_batch(3, render_wait=4)
-    real = batch._render
-    monkeypatch.setattr(batch, "_render", lambda pieces: (rendered.append(batch.steps), real(pieces))[1])
+    real_start, real_step = batch._start_renders, DecodePool.step
+    monkeypatch.setattr(batch, "_start_renders", lambda pieces: (starts.append(batch.steps), real_start(pieces))[1])
+
+    def counting(self):
+        decoding.append(batch.steps)
+        return real_step(self)
+
+    monkeypatch.setattr(DecodePool, "step", counting)
     # a long segment keeps the decode busy while the short ones complete
     batch.add("long", "Good day. See you.", SynthesisOptions(voice=OTHER), CancelToken(), max_codes=30)
     batch.add("bulk", *ITEMS[3], CancelToken(), max_codes=5)
     finished = {}
     while "bulk" not in finished:
         finished.update(batch.step())
-    assert rendered == [4 + 4]  # its codes completed at step 4, then it waited render_wait steps
+    assert starts == [4 + 4]  # its codes completed at step 4, then it waited render_wait steps
+    cfm = engine.cfm_steps
+    assert batch.steps == 8 + cfm  # its CFM steps ran at steps 8, 9, 10 ...
+    assert set(range(8, 8 + cfm)) <= set(decoding)  # ... each beside a GPT decode step
     batch.add("urgent", *ITEMS[3], CancelToken(), max_codes=5, urgent=True)
     first = batch.steps
     while "urgent" not in finished:
         finished.update(batch.step())
-    assert rendered[-1] == first + 4 and batch.steps == first + 5 and len(batch.pool) == 1
+    assert starts[-1] == first + 4 and batch.steps == first + 4 + cfm and len(batch.pool) == 1
     while len(batch):
         finished.update(batch.step())
     assert all(isinstance(finished[k], SegmentAudio) for k in ("long", "bulk", "urgent"))
+    want = engine.run(*ITEMS[3], CancelToken(), generator=torch.Generator(), max_codes=5)
+    assert finished["bulk"].pcm.shape == want.pcm.shape
 
 
 def test_s2m_solves_follow_the_length_buckets(engine, monkeypatch):
     """One S2M call per length bucket (engine/buckets.py) within a speed; any grouping gives the same audio."""
     sizes: list[int] = []
-    real = engine.models.s2mel.generate
+    real = engine.models.s2mel.generate_steps
 
     def spy(s_infer, *args, **kwargs):
         sizes.append(s_infer.size(0))
         return real(s_infer, *args, **kwargs)
 
-    monkeypatch.setattr(engine.models.s2mel, "generate", spy)
+    monkeypatch.setattr(engine.models.s2mel, "generate_steps", spy)
     items = [ITEMS[0], ITEMS[1], ITEMS[3]]  # one speed
     want = serial(engine, items, seeds=[3, 4, 6])
     for grouping, expected in ((lambda n: [[i] for i in reversed(range(n))], [1, 1, 1]),
@@ -254,20 +268,30 @@ def test_bad_items_fail_alone(engine):
     assert isinstance(got[3], EngineError) and "reference voice" in str(got[3])
 
 
-def test_a_failing_render_retries_pieces_alone(engine, monkeypatch):
-    real = engine.models.s2mel.generate
+@pytest.mark.parametrize("when", ["start", "mid-solve"])
+def test_a_failing_render_retries_pieces_alone(engine, monkeypatch, when):
+    real = engine.models.s2mel.generate_steps
 
     def fails_on_batches(s_infer, *args, **kwargs):
-        if s_infer.size(0) > 1:
+        steps = real(s_infer, *args, **kwargs)
+        if s_infer.size(0) == 1:
+            return steps
+        if when == "start":
             raise RuntimeError("out of memory")  # e.g. a batch too big for the GPU
-        return real(s_infer, *args, **kwargs)
 
-    monkeypatch.setattr(engine.models.s2mel, "generate", fails_on_batches)
+        def failing():
+            next(steps)
+            yield
+            raise RuntimeError("out of memory")
+
+        return failing()
+
+    monkeypatch.setattr(engine.models.s2mel, "generate_steps", fails_on_batches)
     items = [ITEMS[0], ITEMS[3]]
     got = engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[9, 9],
                            generators=[torch.Generator().manual_seed(s) for s in [2, 3]])
-    want = [engine.run(t, o, CancelToken(), generator=torch.Generator().manual_seed(s), max_codes=9,
-                       suppress_stop=False) for (t, o), s in zip(items, [2, 3])]
+    want = [engine.run(t, o, CancelToken(), generator=torch.Generator().manual_seed(s), max_codes=9)
+            for (t, o), s in zip(items, [2, 3])]
     for g, w in zip(got, want):
         assert_same_audio(g, w)
 

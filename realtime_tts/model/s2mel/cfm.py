@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Generator
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from .config import S2MelConfig
 from .dit import DiT
+
+
+T = TypeVar("T")
 
 
 class CancelHook(Protocol):
@@ -36,7 +40,12 @@ class CFM(nn.Module):
         self.velocity = torch.compile(self.estimator.forward, dynamic=True)
 
     @torch.no_grad()
-    def solve(
+    def solve(self, *args, **kwargs) -> torch.Tensor:
+        """``solve_steps`` run to the end: the final x [B, n_mels, T]."""
+        return run_to_end(self.solve_steps(*args, **kwargs))
+
+    @torch.no_grad()
+    def solve_steps(
         self,
         noise: torch.Tensor,  # [B, n_mels, T] N(0,1) (temperature 1, as official)
         mu: torch.Tensor,  # [B, T, content_dim] content condition, prompt part first
@@ -47,8 +56,10 @@ class CFM(nn.Module):
         steps: int,
         cfg_rate: float,
         cancel: CancelHook | None = None,
-    ) -> torch.Tensor:  # [B, n_mels, T] final x; prompt and padding frames are 0
-        """Euler steps over t_span = linspace(0, 1, steps + 1) (official ``solve_euler``).
+    ) -> Generator[None, None, torch.Tensor]:  # returns [B, n_mels, T] final x; prompt and padding frames are 0
+        """Euler steps over t_span = linspace(0, 1, steps + 1) (official ``solve_euler``), one per
+        ``next()``: a caller can interleave other work between steps (the continuous batch runs
+        GPT decode steps there). The generator's return value is the final x.
 
         The prompt frames of x are zeroed before the loop and after every step, the model
         sees the reference mel there through ``prompt_x``. With cfg_rate > 0 each step runs
@@ -94,4 +105,15 @@ class CFM(nn.Module):
             x = x + dt * v
             t = t + dt  # accumulated like the official loop, not read from t_span
             x = torch.where(keep, x, 0.0)
+            if step < steps:
+                yield
         return x
+
+
+def run_to_end(steps: Generator[None, None, T]) -> T:
+    """Drive a step generator to its end and return its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

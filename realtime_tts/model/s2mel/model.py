@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .cfm import CFM, CancelHook
+from .cfm import CFM, CancelHook, run_to_end
 from .checkpoint import CheckpointMismatch, fold_weight_norm, load_strict, strip_prefix
 from .config import S2MelConfig
 from .length_regulator import LengthRegulator
@@ -106,7 +106,12 @@ class S2Mel(nn.Module):
         return PromptCondition(cond=cond, mel=ref_mel, style=style, lengths=ref_lens)
 
     @torch.no_grad()
-    def generate(
+    def generate(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``generate_steps`` run to the end."""
+        return run_to_end(self.generate_steps(*args, **kwargs))
+
+    @torch.no_grad()
+    def generate_steps(
         self,
         s_infer: torch.Tensor,  # [B, L, semantic_dim] from ``semantic``
         code_lens: torch.Tensor,  # [B] valid codes per item
@@ -117,8 +122,9 @@ class S2Mel(nn.Module):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         cancel: CancelHook | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mel for each item's generated part: ([B, n_mels, max(gen_lens)], gen_lens [B]).
+    ) -> Generator[None, None, tuple[torch.Tensor, torch.Tensor]]:
+        """Mel for each item's generated part: ([B, n_mels, max(gen_lens)], gen_lens [B]), as the
+        return value of a generator that pauses after every CFM step but the last.
 
         Item i is laid out as [its prompt frames ; its generated frames] from frame 0, then
         padded to the batch's longest. ``noise`` ([B, n_mels, >= max total]) is read in that
@@ -157,7 +163,7 @@ class S2Mel(nn.Module):
                 noise[i, :, : p + g] = z[0].to(s_infer.device)
         elif noise.size(0) != B or noise.size(1) != cfg.n_mels or noise.size(2) < T:
             raise ValueError(f"noise must be [{B}, {cfg.n_mels}, >={T}], got {tuple(noise.shape)}")
-        x = self.cfm.solve(
+        x = yield from self.cfm.solve_steps(
             noise[:, :, :T].float(), mu, totals, prompt.mel, p_lens, prompt.style,
             cfg.steps if steps is None else steps, cfg.cfg_rate if cfg_rate is None else cfg_rate, cancel,
         )

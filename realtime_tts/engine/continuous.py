@@ -14,12 +14,13 @@
                         masked BigVGAN pass
                      7. return the segments whose every piece has audio, or that failed
 
-Renders are interleaved with decoding, one CFM step per decode step, so a render never holds up
-the decode of everyone else (a new turn's first sentence starts decoding while other sentences
-render) and a render never waits for the decode to drain. Each solve costs a pass per step,
-though, so a solve waits for company, but never long: complete pieces start rendering when
-nothing is left to decode, when one of them belongs to an urgent segment (a listener waits for
-its first audio), or when the oldest has waited ``render_wait`` steps.
+Bulk renders are interleaved with decoding, one CFM step per decode step, so they never hold up
+the decode of everyone else (a new turn's first sentence starts decoding while later sentences
+render). A render with an urgent piece (a listener waits for its first audio) runs all its steps
+at once: its listener's wait matters more than one pause of the others' decode. Each solve costs
+a pass per step, so a solve waits for company, but never long: complete pieces start rendering
+when nothing is left to decode, when one of them is urgent, or when the oldest has waited
+``render_wait`` steps.
 
 Randomness: a segment draws only from its own generator, in the order of a run alone (piece 1's
 GPT sampling, piece 1's CFM noise, piece 2's GPT sampling, ...), so its codes equal ``run`` of it
@@ -313,27 +314,32 @@ class ContinuousBatch:
         return renders
 
     def _advance_renders(self) -> None:
-        """One CFM step of every solve under way; a finished solve goes through the vocoder."""
+        """One CFM step of every bulk solve under way, every step of an urgent one (a listener
+        waits for it); a finished solve goes through the vocoder."""
         still = []
         for r in self.rendering:
             segs = [p.segment for p in r.pieces]
             t = time.perf_counter()
             try:
-                next(r.steps)
+                if any(s.urgent for s in segs):
+                    result = run_to_end(r.steps)
+                else:
+                    next(r.steps)
+                    self._tick("s2mel", t, segs)
+                    still.append(r)
+                    continue
             except StopIteration as done:
-                self._tick("s2mel", t, segs)
-                try:
-                    self._vocode(r.pieces, *done.value)
-                except Exception as exc:
-                    self._render_alone(r.pieces, exc)
-                continue
+                result = done.value
             except Cancelled:
                 continue  # no segment of this solve is wanted any more
             except Exception as exc:
                 self._render_alone(r.pieces, exc)
                 continue
             self._tick("s2mel", t, segs)
-            still.append(r)
+            try:
+                self._vocode(r.pieces, *result)
+            except Exception as exc:
+                self._render_alone(r.pieces, exc)
         self.rendering = still
 
     def _vocode(self, pieces: list[Piece], mel: torch.Tensor, gen_lens: torch.Tensor) -> None:

@@ -134,9 +134,10 @@ def test_segments_joining_a_running_batch_equal_their_runs_alone(engine, codes_s
         assert set(finished[i].stages) == {"conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"}
 
 
-def test_renders_interleave_with_decoding_urgent_ones_start_at_once(engine, monkeypatch):
+def test_bulk_renders_interleave_with_decoding_urgent_ones_run_at_once(engine, monkeypatch):
     """A complete piece starts rendering when it is urgent, or once it has waited ``render_wait``
-    steps for company; its CFM steps then run one per engine step while the decode goes on."""
+    steps for company; a bulk render's CFM steps then run one per engine step while the decode
+    goes on, an urgent render's all at once."""
     starts: list[int] = []  # the step at which each render started
     decoding: list[int] = []  # the step of every GPT decode step
     batch = engine.open_batch(3, render_wait=4)
@@ -162,7 +163,8 @@ def test_renders_interleave_with_decoding_urgent_ones_start_at_once(engine, monk
     first = batch.steps
     while "urgent" not in finished:
         finished.update(batch.step())
-    assert starts[-1] == first + 4 and batch.steps == first + 4 + cfm and len(batch.pool) == 1
+    # urgent: it starts rendering the step its codes complete and renders to the end there
+    assert starts[-1] == first + 4 and batch.steps == first + 5 and len(batch.pool) == 1
     while len(batch):
         finished.update(batch.step())
     assert all(isinstance(finished[k], SegmentAudio) for k in ("long", "bulk", "urgent"))

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from realtime_tts.model.gpt import remove_long_silence as shrink_silence
 from realtime_tts.model.gpt.decode import DecodePool, DecodeRequest
 from realtime_tts.model.s2mel import PromptCondition, target_lengths
 from realtime_tts.model.s2mel.cfm import run_to_end
@@ -54,6 +53,12 @@ from .buckets import length_buckets
 
 if TYPE_CHECKING:
     from .indextts2 import IndexTTS2Engine
+
+
+def check_text(text) -> None:
+    """EngineError unless ``text`` is a string with something to say."""
+    if not isinstance(text, str) or not text.strip():
+        raise EngineError("indextts2 engine got empty text: nothing to synthesize")
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +155,8 @@ class ContinuousBatch:
         if generator is None:
             generator = e.call_generator()  # every segment takes its seed, even one that fails
         t = time.perf_counter()
-        if not isinstance(text, str) or not text.strip():
-            raise EngineError("indextts2 engine got empty text: nothing to synthesize")
-        voice = options.voice or e.default_voice
-        if voice is None:
-            raise EngineError("indextts2 needs a reference voice: upload one or configure default_voice")
+        check_text(text)
+        voice = e.voice_for(options)
         if max_codes is None and self.forced is not None:
             max_codes = min(self.forced(text), e.models.gpt.cfg.max_mel_tokens)
         with e._lock, torch.inference_mode():
@@ -212,8 +214,7 @@ class ContinuousBatch:
         t = time.perf_counter()
         budgets = [s.max_codes if s.max_codes is not None else e.sampling.code_budget(p.ids.numel())
                    for p, s in zip(batch, segs)]
-        forbid = [(m.gpt.cfg.stop_mel_token, m.gpt.cfg.start_mel_token) if s.suppress_stop else ()
-                  for s in segs]
+        forbid = [e.forbidden_codes(s.suppress_stop) for s in segs]
         try:
             gpt_cond = m.gpt.conditioning(torch.cat([s.vc.spk_latents for s in segs]),
                                           torch.cat([s.emovec for s in segs]))
@@ -237,23 +238,15 @@ class ContinuousBatch:
             self.pool = self._new_pool()
             return
         self._tick("gpt", t, segs)
-        book = m.codec.cfg.codebook_size
         frames_per_code = m.s2mel.cfg.frames_per_code
         for r in done:
             p: Piece = r.tag
             p.request = None
             seg = p.segment
-            codes = r.codes.to(e.device)
-            if codes.numel() and int(codes.max()) >= book:
-                seg.error = EngineError(f"the GPT emitted code {int(codes.max())}, outside the {book}-entry codebook")
-                continue
-            if not r.stopped and not seg.suppress_stop:
-                log.warning("generation stopped at the code budget (%d codes) without a stop token; text tokens: %d",
-                            codes.numel(), p.ids.numel())
-            if e.remove_long_silence:
-                codes = shrink_silence(codes, e.silence_code)
-            if codes.numel() == 0:
-                seg.error = EngineError("the GPT produced no speech codes for this text")
+            try:
+                codes = e.checked_codes(r.codes, r.stopped, p.ids.numel(), seg.suppress_stop)
+            except EngineError as exc:
+                seg.error = exc
                 continue
             p.codes, p.ready_step = codes, self.steps
             # the piece's CFM noise: the randn([1, n_mels, total]) a run alone draws next

@@ -65,7 +65,7 @@ from realtime_tts.text.normalize import TextNormalizer
 from realtime_tts.text.tokenizer import TextTokenizer, split_segments
 
 from . import conditioning as cond
-from .continuous import ContinuousBatch
+from .continuous import ContinuousBatch, check_text
 from .base import CancelToken, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
 from .checkpoints import CheckpointError, CheckpointPaths, load_state_dict_strict, read_state_dict, resolve
 
@@ -570,9 +570,37 @@ class IndexTTS2Engine(Engine):
 
     def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:
         generator = self.call_generator()  # every call takes its seed, even one that fails
-        if not isinstance(text, str) or not text.strip():
-            raise EngineError("indextts2 engine got empty text: nothing to synthesize")
+        check_text(text)
         return self.run(text, options, cancel, generator=generator)
+
+    def voice_for(self, options: SynthesisOptions) -> Voice:
+        """The reference voice of a request: its own, else the default; EngineError without one."""
+        voice = options.voice or self.default_voice
+        if voice is None:
+            raise EngineError("indextts2 needs a reference voice: upload one or configure default_voice")
+        return voice
+
+    def forbidden_codes(self, suppress_stop: bool) -> tuple[int, ...]:
+        """Codes the GPT may not choose: stop and start when a code count is forced."""
+        cfg = self.models.gpt.cfg
+        return (cfg.stop_mel_token, cfg.start_mel_token) if suppress_stop else ()
+
+    def checked_codes(self, codes: torch.Tensor, stopped: bool, text_tokens: int, suppress_stop: bool) -> torch.Tensor:
+        """A piece's generated codes made ready for S2M (on the device, long silences shrunk when
+        configured); EngineError for codes S2M cannot take."""
+        codes = codes.to(self.device)
+        book = self.models.codec.cfg.codebook_size
+        if codes.numel() and int(codes.max()) >= book:
+            # the official code would index out of range here (possible only for the start code)
+            raise EngineError(f"the GPT emitted code {int(codes.max())}, outside the {book}-entry codebook")
+        if not stopped and not suppress_stop:
+            log.warning("generation stopped at the code budget (%d codes) without a stop token; text tokens: %d",
+                        codes.numel(), text_tokens)
+        if self.remove_long_silence:
+            codes = shrink_silence(codes, self.silence_code)
+        if codes.numel() == 0:
+            raise EngineError("the GPT produced no speech codes for this text")
+        return codes
 
     def run(self, text: str | list[list[int]], options: SynthesisOptions, cancel: CancelToken | None = None, *,
             generator: torch.Generator | None = None, max_codes: int | None = None,
@@ -594,9 +622,7 @@ class IndexTTS2Engine(Engine):
             stages[stage] = stages.get(stage, 0.0) + now - t0
             return now
 
-        voice = options.voice or self.default_voice
-        if voice is None:
-            raise EngineError("indextts2 needs a reference voice: upload one or configure default_voice")
+        voice = self.voice_for(options)
         with self._lock, torch.inference_mode():
             t = time.perf_counter()
             pieces = self.text_ids(text) if isinstance(text, str) else text
@@ -623,21 +649,9 @@ class IndexTTS2Engine(Engine):
             params = replace(params, max_mel_tokens=max_codes, runaway_guard=False)
         t = time.perf_counter()
         gpt_cond = m.gpt.conditioning(vc.spk_latents, emovec)
-        cfg = m.gpt.cfg
         gen = generate(m.gpt, gpt_cond, [ids], params, cancel=cancel, generator=generator,
-                       forbid=(cfg.stop_mel_token, cfg.start_mel_token) if suppress_stop else ())
-        codes = gen.codes[0].to(self.device)
-        book = m.codec.cfg.codebook_size
-        if codes.numel() and int(codes.max()) >= book:
-            # the official code would index out of range here (possible only for the start code)
-            raise EngineError(f"the GPT emitted code {int(codes.max())}, outside the {book}-entry codebook")
-        if not gen.stopped[0] and not suppress_stop:
-            log.warning("generation stopped at the code budget (%d codes) without a stop token; text tokens: %d",
-                        codes.numel(), ids.numel())
-        if self.remove_long_silence:
-            codes = shrink_silence(codes, self.silence_code)
-        if codes.numel() == 0:
-            raise EngineError("the GPT produced no speech codes for this text")
+                       forbid=self.forbidden_codes(suppress_stop))
+        codes = self.checked_codes(gen.codes[0], gen.stopped[0], ids.numel(), suppress_stop)
         t = tick("gpt", t)
         cancel.raise_if_cancelled()
         latent = m.gpt.latents(vc.spk_latents, emovec, [ids], [codes]).float()  # [1, L, C]

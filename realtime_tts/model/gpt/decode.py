@@ -24,7 +24,8 @@ Batching (``DecodePool``): requests join a running decode at any step boundary a
 as they finish or are dropped, so new requests never wait for a batch to end. The pool's KV cache
 ([layers, rows, heads, max_len, head_dim]) outlives requests and grows only when a longer one
 arrives; each request owns a block of rows, each row its own positions and slots; the decode step
-runs every row with fixed shapes except the attended span. Beam search moves cache rows between beams of the same request only.
+runs every row with fixed shapes except the attended span. Beam search moves cache rows between
+beams of the same request only.
 
 Duration control (``target_codes``, not official): the v2 checkpoint has no duration input (its
 two speed slots are constant), so the decoder itself is constrained: the stop token is masked
@@ -342,13 +343,19 @@ class DecodePool:
         if live:
             slots = [r.prompt_length + r.step - 1 for r in live]  # where each fed-back code goes
             live_rows = torch.tensor([row for r in live for row in self._rows(r)], device=rows.device)
-            per_row = self.beams
-            self.slots[live_rows] = torch.tensor(slots, device=rows.device).repeat_interleave(per_row)
+            self.slots[live_rows] = torch.tensor(slots, device=rows.device).repeat_interleave(self.beams)
             pos = [mel_position(r.step - 1, self.params.hf_position_quirk) for r in live]
-            self.positions[live_rows] = torch.tensor(pos, device=rows.device).repeat_interleave(per_row)
+            self.positions[live_rows] = torch.tensor(pos, device=rows.device).repeat_interleave(self.beams)
             out = self.model.decode_step(self.tokens, self.positions, self.slots, self.cache, max(slots) + 1)
             self.logits.copy_(out)
         return done
+
+    def _record(self, rows: torch.Tensor, steps: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Rows [N] chose ``tokens`` [N] as their code number ``steps`` [N]: history, the
+        repetition penalty's seen set, and the next decode step's input."""
+        self.history[rows, steps] = tokens
+        self.seen[rows, tokens] = True
+        self.tokens[rows] = tokens
 
     def _single_step(self, active, rows, scores, done) -> None:
         p = self.params
@@ -361,10 +368,7 @@ class DecodePool:
             tokens = torch.empty(len(active), dtype=torch.long, device=rows.device)
             for a, r in enumerate(active):  # [1, V] like a batch of one: the same draw from the same stream
                 tokens[a] = torch.multinomial(probs[a : a + 1], 1, generator=r.generator)[0, 0]
-        self.tokens[rows] = tokens
-        steps = torch.tensor([r.step for r in active], device=rows.device)
-        self.history[rows, steps] = tokens
-        self.seen[rows, tokens] = True
+        self._record(rows, torch.tensor([r.step for r in active], device=rows.device), tokens)
         tokens_l = tokens.tolist()  # the step's one host sync
         for r, tok in zip(active, tokens_l):
             r.step += 1
@@ -417,10 +421,7 @@ class DecodePool:
             self.history[d] = self.history[s_]
             self.seen[d] = self.seen[s_]
             self.cache.move(d, s_, max(r.prompt_length + r.step - 1 for r in moved))
-        steps = torch.tensor([r.step - 1 for r in moved], device=dev).repeat_interleave(nb)
-        self.history[d, steps] = tokens
-        self.seen[d, tokens] = True
-        self.tokens[d] = tokens
+        self._record(d, torch.tensor([r.step - 1 for r in moved], device=dev).repeat_interleave(nb), tokens)
         self.beam_scores[d] = torch.tensor(new_scores, device=dev)
         for m, r in enumerate(moved):  # a budget that ends here keeps the live beams as candidates
             if r.step >= r.budget:

@@ -11,6 +11,14 @@ starve another client's first sentence. On top of that, time to first audio wins
 over bulk work: a job submitted while its owner had nothing queued or running (a
 new turn's first sentence, or the next sentence of a stream whose audio has all been
 made) is "urgent" and is taken before any owner's backlog.
+
+Realtime first: every job has a priority class. ``REALTIME`` (device turns, agent streams,
+streamed HTTP, the page) is always taken before ``BULK`` (whole-file HTTP renders of long
+texts), so a long bulk job never holds up a live turn; bulk jobs run when no realtime job
+waits. Within a class the order above holds.
+
+Nobody has to await a job: a job's outcome is always retrieved by the executor itself, so an
+abandoned job's error never reaches asyncio's "exception was never retrieved" log.
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ from dataclasses import dataclass, field
 from .base import CancelToken, Cancelled, Engine, SegmentAudio, SynthesisOptions
 
 log = logging.getLogger(__name__)
+
+
+REALTIME = 0  # priority classes: lower runs first
+BULK = 1
+PRIORITIES = (REALTIME, BULK)
 
 
 class ExecutorBusy(RuntimeError):
@@ -47,6 +60,7 @@ class SynthesisJob:
     started_at: float | None = None
     token: CancelToken = field(default_factory=CancelToken)
     urgent: bool = False  # its owner had nothing queued or running: a listener is waiting on it
+    priority: int = REALTIME  # REALTIME or BULK
     _future: asyncio.Future | None = None
 
     def cancel(self) -> None:
@@ -63,6 +77,12 @@ class SynthesisJob:
     async def result(self) -> SegmentAudio:
         assert self._future is not None, "job was never submitted"
         return await asyncio.shield(self._future)
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    """Mark a settled job's exception as seen: an abandoned job is not an error to log."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
@@ -86,8 +106,9 @@ class Executor(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    def submit(self, text: str, options: SynthesisOptions, *, owner: str) -> SynthesisJob:
-        """Queue a segment. Raises ``ExecutorBusy`` when the queue is full."""
+    def submit(self, text: str, options: SynthesisOptions, *, owner: str, priority: int = REALTIME) -> SynthesisJob:
+        """Queue a segment (``priority``: ``REALTIME`` or ``BULK``). Raises ``ExecutorBusy`` when
+        the queue is full."""
 
     @property
     @abstractmethod
@@ -106,9 +127,10 @@ class QueuedExecutor(Executor):
     def __init__(self, engine: Engine | None, *, max_queue: int = 256) -> None:
         self.engine = engine
         self.max_queue = max_queue
-        self._queues: collections.OrderedDict[str, collections.deque[SynthesisJob]] = (
-            collections.OrderedDict()
-        )
+        # one round-robin of per-owner queues per priority class
+        self._queues: dict[int, collections.OrderedDict[str, collections.deque[SynthesisJob]]] = {
+            p: collections.OrderedDict() for p in PRIORITIES
+        }
         self._depth = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -131,8 +153,9 @@ class QueuedExecutor(Executor):
     async def close(self) -> None:
         with self._cond:
             self._closed = True
-            pending = [job for q in self._queues.values() for job in q]
-            self._queues.clear()
+            pending = [job for queues in self._queues.values() for q in queues.values() for job in q]
+            for queues in self._queues.values():
+                queues.clear()
             self._depth = 0
             running = self._in_flight()
             self._cond.notify_all()
@@ -146,10 +169,13 @@ class QueuedExecutor(Executor):
     def queue_depth(self) -> int:
         return self._depth
 
-    def submit(self, text: str, options: SynthesisOptions, *, owner: str) -> SynthesisJob:
+    def submit(self, text: str, options: SynthesisOptions, *, owner: str, priority: int = REALTIME) -> SynthesisJob:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
         loop = asyncio.get_running_loop()
-        job = SynthesisJob(text=text, options=options, owner=owner)
+        job = SynthesisJob(text=text, options=options, owner=owner, priority=priority)
         job._future = loop.create_future()
+        job._future.add_done_callback(_retrieve)
         with self._cond:
             if self._closed:
                 raise ExecutorClosed("the synthesis executor is shutting down")
@@ -159,15 +185,18 @@ class QueuedExecutor(Executor):
                 raise ExecutorBusy(
                     f"server busy: {self._depth} segments already queued (limit {self.max_queue})"
                 )
-            job.urgent = owner not in self._queues and not any(j.owner == owner for j in self._in_flight())
-            self._queues.setdefault(owner, collections.deque()).append(job)
+            job.urgent = not self._has_queued(owner) and not any(j.owner == owner for j in self._in_flight())
+            self._queues[priority].setdefault(owner, collections.deque()).append(job)
             self._depth += 1
             self._cond.notify()
         return job
 
+    def _has_queued(self, owner: str) -> bool:
+        return any(owner in queues for queues in self._queues.values())
+
     def cancel_owner(self, owner: str) -> int:
         with self._cond:
-            queued = list(self._queues.pop(owner, ()))
+            queued = [job for queues in self._queues.values() for job in queues.pop(owner, ())]
             self._depth -= len(queued)
             running = [job for job in self._in_flight() if job.owner == owner]
         for job in queued + running:
@@ -176,31 +205,34 @@ class QueuedExecutor(Executor):
 
     def _drop_cancelled(self) -> None:
         """Forget cancelled jobs still waiting in line (lock held), so they never count as load."""
-        for owner in list(self._queues):
-            queue = self._queues[owner]
-            kept = collections.deque(job for job in queue if not job.cancelled)
-            self._depth -= len(queue) - len(kept)
-            if kept:
-                self._queues[owner] = kept  # same key: its round-robin position is kept
-            else:
-                del self._queues[owner]
+        for queues in self._queues.values():
+            for owner in list(queues):
+                queue = queues[owner]
+                kept = collections.deque(job for job in queue if not job.cancelled)
+                self._depth -= len(queue) - len(kept)
+                if kept:
+                    queues[owner] = kept  # same key: its round-robin position is kept
+                else:
+                    del queues[owner]
 
     def _next_job(self) -> SynthesisJob | None:
-        """Pop the oldest job of the next owner in round-robin order, owners whose next job is
-        urgent first (lock held)."""
-        while self._queues:
-            owner = next((o for o, q in self._queues.items() if q[0].urgent), None)
-            if owner is None:
-                owner = next(iter(self._queues))
-            queue = self._queues[owner]
-            job = queue.popleft()
-            self._depth -= 1
-            if queue:
-                self._queues.move_to_end(owner)  # this owner goes to the back of the line
-            else:
-                del self._queues[owner]
-            if not job.cancelled:
-                return job
+        """Pop the oldest job of the next owner in round-robin order: realtime before bulk, and
+        within a class owners whose next job is urgent first (lock held)."""
+        for priority in PRIORITIES:
+            queues = self._queues[priority]
+            while queues:
+                owner = next((o for o, q in queues.items() if q[0].urgent), None)
+                if owner is None:
+                    owner = next(iter(queues))
+                queue = queues[owner]
+                job = queue.popleft()
+                self._depth -= 1
+                if queue:
+                    queues.move_to_end(owner)  # this owner goes to the back of the line
+                else:
+                    del queues[owner]
+                if not job.cancelled:
+                    return job
         return None
 
     def _finish(self, job: SynthesisJob, value: SegmentAudio | None, exc: BaseException | None) -> None:

@@ -197,11 +197,6 @@ class Turn:
         self.items.put_nowait(WAKE)
 
 
-def _consume_exception(fut: asyncio.Future) -> None:
-    # Jobs cancelled before anyone awaits them must not log "exception never retrieved".
-    if not fut.cancelled():
-        fut.exception()
-
 
 class StreamSession:
     """One socket: the reader, player, writer and watchdog tasks and the state they share."""
@@ -526,7 +521,6 @@ class StreamSession:
                 await self._fail(turn, "shutting_down", "the server is shutting down")
                 await self._close(CLOSE_GOING_AWAY, "server shutting down")
                 return
-            job._future.add_done_callback(_consume_exception)
             if turn.first_cut_at is None:
                 turn.first_cut_at = turn.last_text_at
             turn.jobs.append(job)

@@ -114,10 +114,6 @@ class SpeechRun:
             self.cancel()
 
 
-def _consume_exception(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
 
 def start_speech(ctx, text: str, options: SynthesisOptions, *, endpoint: str, sample_rate: int) -> SpeechRun:
     """Check readiness, split ``text`` and queue every segment (ExecutorBusy -> nothing stays queued)."""
@@ -135,8 +131,6 @@ def start_speech(ctx, text: str, options: SynthesisOptions, *, endpoint: str, sa
     try:
         for seg in segments:
             job = ctx.executor.submit(seg, options, owner=owner)
-            # Jobs cancelled before anyone awaits them must not log "exception never retrieved".
-            job._future.add_done_callback(_consume_exception)
             run.jobs.append(job)
     except BaseException:
         run.cancel()

@@ -260,7 +260,6 @@ class Turn:
             except (ExecutorBusy, ExecutorClosed):
                 self.cancel("aborted")
                 raise
-            job._future.add_done_callback(_consume_exception)
             self._jobs.append(job)
             self.segments.append(text)
             self._items.put_nowait((text, job))
@@ -305,10 +304,6 @@ class Turn:
             self._done.set_result(state)
             self._items.put_nowait(None)  # wakes a speaker waiting for text
 
-
-def _consume_exception(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 # --- one connection ------------------------------------------------------------------------

@@ -223,3 +223,38 @@ async def test_cancelled_jobs_waiting_in_line_do_not_make_the_queue_busy(setup):
         await job.result()
     # f0 is c's first sentence (urgent); then b and c take turns
     assert engine.calls == ["wait", "f0", "s5", "f1", "s6", "f2", "s7", "f3", "f4"]
+
+
+async def test_realtime_jobs_go_before_bulk_backlog(setup):
+    from realtime_tts.engine.executor import BULK, REALTIME
+
+    engine, executor = setup
+    gate = executor.submit("wait", OPTS, owner="h")
+    await running(engine)
+    bulk = [executor.submit(f"bulk{i}", OPTS, owner="http", priority=BULK) for i in range(3)]
+    live = [executor.submit(f"live{i}", OPTS, owner=f"dev{i % 2}", priority=REALTIME) for i in range(3)]
+    engine.release.set()
+    for job in [gate, *bulk, *live]:
+        await job.result()
+    assert engine.calls == ["wait", "live0", "live1", "live2", "bulk0", "bulk1", "bulk2"]
+    with pytest.raises(ValueError, match="priority"):
+        executor.submit("x", OPTS, owner="a", priority=7)
+
+
+async def test_an_abandoned_cancelled_job_logs_no_unretrieved_exception(setup):
+    engine, executor = setup
+    seen: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: seen.append(context))
+
+    async def submit_and_forget() -> None:
+        job = executor.submit("wait", OPTS, owner="a")  # nobody ever awaits it
+        job.cancel()
+        while not job._future.done():
+            await asyncio.sleep(0.005)
+
+    await submit_and_forget()
+    import gc
+
+    gc.collect()
+    await asyncio.sleep(0.01)
+    assert not [c for c in seen if "never retrieved" in c.get("message", "")]

@@ -167,7 +167,7 @@ def load_s2mel(path: Path, cfg: S2MelConfig) -> S2Mel:
     if extra:
         raise CheckpointMismatch(f"{label}: unexpected entries under 'net': {extra}")
     if "gpt_layer" in net:
-        found = tuple(sorted(tensors(net, label, "gpt_layer", strip_module=True)))
+        found = tuple(sorted("gpt_layer." + k for k in tensors(net, label, "gpt_layer", strip_module=True)))
         if found != tuple(sorted(GPT_LAYER_KEYS)):
             raise CheckpointMismatch(f"{label}: net.gpt_layer holds {list(found)}, expected exactly "
                                      f"{list(GPT_LAYER_KEYS)} (unused by IndexTTS-2.5)")

@@ -28,7 +28,7 @@ from ..bigvgan import BigVGAN, BigVGANConfig
 from ..campplus import CAMPPlus
 from ..emotion import EmotionMatrix, QwenEmotion
 from ..enhanced_codec import EnhancedCodec, EnhancedCodecConfig
-from ..gpt import ConformerConfig, GPT25Config, UnifiedVoice25
+from ..gpt import ConformerConfig, GPT25Config, SamplingParams, UnifiedVoice25
 from ..s2mel import S2Mel, S2MelConfig
 from ..s2mel.checkpoint import CheckpointMismatch, load_strict
 from ..w2vbert import SemanticEncoder
@@ -36,6 +36,11 @@ from .layout import Paths25
 
 log = logging.getLogger(__name__)
 
+CODE_RATE = 25  # semantic codes per second of speech (IndexTTS-2: 50)
+# The official 2.5 decoding (infer_v2_5 defaults: sampled beam search, 3 beams, top-k 30, top-p 0.8,
+# temperature 0.8, repetition penalty 10, at most 1500 codes = 60 s). Our runaway guard (not
+# official) keeps IndexTTS-2's seconds at 25 codes/s: 2 s + ~0.5 s per text token.
+DEFAULT_SAMPLING = SamplingParams(max_mel_tokens=1500, runaway_base=2 * CODE_RATE, runaway_per_token=13)
 GPT_LAYER_KEYS = tuple(f"gpt_layer.{i}.{p}" for i in range(3) for p in ("weight", "bias"))
 CAMPPLUS_STYLE = 192  # the official pipeline builds CAMPPlus(feat_dim=80, embedding_size=192)
 

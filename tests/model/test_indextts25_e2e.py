@@ -1,7 +1,7 @@
 """IndexTTS-2.5 end to end against the OFFICIAL ``IndexTTS2.infer`` (ee40fa7) on the tiny
 official-layout checkpoint, loaded from its directory with ``realtime_tts.model.indextts25``.
 
-The directory (w2v-BERT 1024 wide x 17 layers, full-size CAMPPlus: ~150 M parameters) is drawn
+The directory (w2v-BERT 1024 wide x 17 layers, full-size CAMPPlus: ~143 M parameters) is drawn
 from its seed into a temporary directory (~4 s, digests checked). The official run seeds the global
 RNG; its w2v-BERT (transformers 4.52) draws one ``torch.rand`` per layer per call before the GPT
 samples, which the test replays on its generator. Tolerances: 1e-4 per module (reference-audio

@@ -6,8 +6,8 @@ The directory has the official 2.5 layout and the official module shapes at a sm
 some widths are hard-coded upstream and cannot shrink: the w2v-BERT must be 1024 wide with at
 least 17 layers (its layer-17 output feeds the GPT's emotion conformer, whose input width is fixed
 at 1024, and the S2M prompt), CAMPPlus is built at its full default size, and the codec's
-down/up convolutions are 1024 x 1024. That is ~150 M parameters, far too many to store, so the
-repository keeps only the recipe (``tests/fixtures/indextts25/tiny``):
+down/up convolutions are 1024 x 1024. That is ~143 M parameters (306 MB as files), far too many
+to store, so the repository keeps only the recipe (``tests/fixtures/indextts25/tiny``):
 
   manifest.json   for each weight file: its nesting, and per tensor the key, shape, dtype and an
                   init rule ("normal 0 0.02", "uniform 0.5 1.5", "arange", "zeros", ...); written

@@ -157,6 +157,20 @@ def test_language_is_required_and_checked(gpt, cond, m):
         gpt.prompt(cond, [ids], [0, 1])
 
 
+def test_bf16_gpt_takes_fp32_style_and_decodes(ckpt, cfg, m):
+    """On GPUs the 2.5 GPT runs in bf16 (as upstream) while CAMPPlus and the emotion matrix stay fp32."""
+    gpt = load_gpt(ckpt / "gpt.pth", gpt_config(cfg)).to(torch.bfloat16)
+    ids, lang = case_ids(m, "zh")
+    inp = m["gpt"]["inputs"]
+    with torch.inference_mode():
+        emo = gpt.emotion_vector(randn(inp["spk_feats"]).to(torch.bfloat16))
+        cond = gpt.conditioning(randn(inp["style"]), emo)  # fp32 style
+    assert cond.dtype == torch.bfloat16
+    out = generate(gpt, cond, [ids], SamplingParams(max_mel_tokens=8, runaway_guard=False), langs=[lang],
+                   generator=torch.Generator().manual_seed(0))
+    assert 1 <= out.codes[0].numel() <= 8 and int(out.codes[0].max()) < gpt.cfg.start_mel_token
+
+
 # ---- codec, S2M, vocoder --------------------------------------------------------------------
 
 

@@ -470,7 +470,8 @@ def generate(model: CodeGPT, cond: torch.Tensor, texts: Sequence[torch.Tensor],
         raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {model.cfg.max_mel_tokens}")
     prompt = cond.size(1) + 3 + max(int(torch.as_tensor(t).numel()) for t in texts)  # [cond | 0 text 1 | start]
     pool = DecodePool(model, params, capacity=b, max_len=prompt + longest, max_codes=longest)
-    requests = pool.admit(cond, texts, budgets, gens, forbid=[forbid] * b, langs=langs)
+    extra = {} if langs is None else {"langs": langs}  # IndexTTS-2 calls keep their old shape
+    requests = pool.admit(cond, texts, budgets, gens, forbid=[forbid] * b, **extra)
     while len(pool):
         if cancel is not None:
             cancel.raise_if_cancelled()

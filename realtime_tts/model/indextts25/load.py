@@ -240,8 +240,9 @@ class Models25:
     qwen: QwenEmotion | None  # loads its weights on first use only
 
 
-def load_models(paths: Paths25) -> Models25:
-    """Build and strictly load every network of a resolved directory (``layout.resolve``)."""
+def load_models(paths: Paths25, qwen_device: str | torch.device = "cpu") -> Models25:
+    """Build and strictly load every network of a resolved directory (``layout.resolve``); the
+    Qwen emotion model (optional) is only located here and loads on first use, on ``qwen_device``."""
     cfg = paths.config
     try:
         w2v = SemanticEncoder.from_pretrained(paths.w2v_bert_dir, paths.w2v_stats)
@@ -264,5 +265,5 @@ def load_models(paths: Paths25) -> Models25:
         w2v=w2v, campplus=load_campplus(paths.campplus),
         vocoder=load_vocoder(paths.bigvgan_config, paths.bigvgan_generator, scfg.n_mels),
         emotion=load_emotion_matrix(paths, CAMPPLUS_STYLE, gcfg.model_dim),
-        qwen=QwenEmotion(paths.qwen_dir) if paths.qwen_dir is not None else None,
+        qwen=QwenEmotion(paths.qwen_dir, device=qwen_device) if paths.qwen_dir is not None else None,
     )

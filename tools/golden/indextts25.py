@@ -206,7 +206,9 @@ def write_spec(spec: Path) -> None:
             dtype = str(t.dtype).replace("torch.", "")
             entries.append([key, list(t.shape), dtype, init_rule(file, key, list(t.shape), dtype)])
         manifest["files"][file] = entries
-    (spec / "manifest.json").write_text(json.dumps(manifest, indent=0), encoding="utf-8")
+    files = ",\n".join(f"{json.dumps(f)}: [\n" + ",\n".join(json.dumps(e, ensure_ascii=False) for e in entries) + "\n]"
+                       for f, entries in manifest["files"].items())
+    (spec / "manifest.json").write_text(f'{{"seed": {SEED}, "files": {{\n{files}\n}}}}\n', encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         digests = tiny25.materialise(tmp, spec, check=False)
     (spec / "digests.json").write_text(json.dumps(digests, indent=1), encoding="utf-8")

@@ -17,17 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-# Order used everywhere an 8-weight emotion vector appears (IndexTTS2 order).
-EMOTIONS: tuple[str, ...] = (
-    "happy",
-    "angry",
-    "sad",
-    "afraid",
-    "disgusted",
-    "melancholic",
-    "surprised",
-    "calm",
-)
+from realtime_tts.model.emotion_names import EMOTIONS  # the order of every 8-weight vector
 
 SPEED_MIN = 0.5
 SPEED_MAX = 2.0

@@ -64,6 +64,7 @@ from realtime_tts.model.w2vbert import SemanticEncoder
 from realtime_tts.text.normalize import TextNormalizer
 from realtime_tts.text.tokenizer import TextTokenizer, split_segments
 
+from . import cache
 from . import conditioning as cond
 from .continuous import ContinuousBatch, check_text
 from .base import CancelToken, Emotion, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
@@ -390,8 +391,6 @@ class IndexTTS2Engine(Engine):
                  cache_dir: str | Path | None = None, fingerprint: str = "", seed: int | None = None,
                  remove_long_silence: bool = False, silence_code: int = 52,
                  default_voice: Voice | None = None, source: str = "", compile: bool = False) -> None:
-        from realtime_tts.server.voices import ConditioningCache
-
         self.device = torch.device(device)
         self.dtype = dtype
         self.models = place(models, self.device, dtype)
@@ -418,9 +417,10 @@ class IndexTTS2Engine(Engine):
         self.fingerprint = fingerprint or f"instance-{os.getpid()}-{id(self)}"
         disk = {}
         if cache_dir is not None:
-            disk = dict(disk_dir=Path(cache_dir), dump=cond.dump, load=cond.loader(self.device))
-        self.voices = ConditioningCache(cache_capacity, **disk)
-        self.emotions = ConditioningCache(cache_capacity, **disk)
+            kinds = (cond.VoiceConditioning, cond.EmotionConditioning)
+            disk = dict(disk_dir=Path(cache_dir), dump=cache.dumper(kinds), load=cache.loader(self.device, kinds))
+        self.voices = cache.ConditioningCache(cache_capacity, **disk)
+        self.emotions = cache.ConditioningCache(cache_capacity, **disk)
         self._emotion_text: dict[str, list[float]] = {}  # Qwen answers, by text hash (small)
         self._seed = seed
         self._calls = itertools.count()  # synthesize calls (batch items) so far: call n uses seed + n
@@ -459,7 +459,7 @@ class IndexTTS2Engine(Engine):
                 log.warning("conditioning cache at %s unavailable (%s); keeping it in memory only", cache_dir, e)
                 cache_dir = None
         engine = cls(models, device=dev, dtype=dt, cache_dir=cache_dir,
-                     fingerprint=cond.fingerprint(files, f"{dev.type}:{dt}"), source=str(path), **kwargs)
+                     fingerprint=cache.fingerprint(files, f"{dev.type}:{dt}"), source=str(path), **kwargs)
         log.info("IndexTTS2 loaded from %s on %s (%s) in %.1f s", path, dev, str(dt).replace("torch.", ""),
                  time.perf_counter() - t0)
         return engine
@@ -467,7 +467,7 @@ class IndexTTS2Engine(Engine):
     # ---- conditioning ---------------------------------------------------------------
 
     def _voice(self, voice: Voice) -> cond.VoiceConditioning:
-        key = cond.cache_key("voice", voice.content_hash, self.fingerprint)
+        key = cache.cache_key("voice", voice.content_hash, self.fingerprint)
         return self.voices.get_or_compute(key, lambda: self.compute_voice(voice.audio_path))
 
     @torch.inference_mode()
@@ -494,7 +494,7 @@ class IndexTTS2Engine(Engine):
                                       spk_latents=latents, spk_emovec=emovec)
 
     def _emotion_clip(self, voice: Voice) -> cond.EmotionConditioning:
-        key = cond.cache_key("emotion", voice.content_hash, self.fingerprint)
+        key = cache.cache_key("emotion", voice.content_hash, self.fingerprint)
         return self.emotions.get_or_compute(key, lambda: self.compute_emotion(voice.audio_path))
 
     @torch.inference_mode()
@@ -508,7 +508,7 @@ class IndexTTS2Engine(Engine):
         return cond.EmotionConditioning(emovec=self.models.gpt.emotion_vector(feats))
 
     def _text_weights(self, text: str) -> list[float]:
-        key = cond.text_hash(text)
+        key = cache.text_hash(text)
         if key not in self._emotion_text:
             if self.models.qwen is None:
                 raise EngineError("emotion text needs the Qwen emotion model (qwen0.6bemo4-merge/ in the "

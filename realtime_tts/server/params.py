@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Emotion, Voice
-from ..model.emotion import XIAOZHI_EMOTION_MAP, label_to_vector
 from ..model.emotion import normalize_emotion_vector as normalize_emotion
+from .emotion_forms import XIAOZHI_EMOTION_MAP, label_to_vector
 from .http_errors import ApiError, invalid
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",

@@ -11,16 +11,15 @@ the metadata is written after the audio, so a crash at any moment leaves either
 the old voice or the new one, never half of one. Leftovers (temp files, clips
 no metadata points at) are swept when the library opens.
 
-Also here: the HTTP routes (``/v1/audio/voices``), the index-tts-vllm
-``speaker.json`` import (``python -m realtime_tts.server.voices import ...``) and
-``ConditioningCache``, the LRU an engine keeps its per-voice conditioning in.
+Also here: the HTTP routes (``/v1/audio/voices``) and the index-tts-vllm ``speaker.json``
+import (``python -m realtime_tts.server.voices import ...``). The per-voice conditioning an
+engine computes from these clips is cached by the engine (``realtime_tts.engine.cache``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import hashlib
 import io
 import json
@@ -35,7 +34,6 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import soxr
@@ -56,7 +54,6 @@ SILENCE_PEAK = 1e-4  # a clip whose loudest sample is below this carries no voic
 IMPORT_GAP_S = 0.2  # silence between the clips of one speaker.json entry
 MAX_INLINE = 512  # inline / server-path clips kept on disk
 _ID_RE = re.compile(r"^\w[\w.\-]{0,63}$")
-_HASH_RE = re.compile(r"^[0-9a-f]{16,64}$")
 
 
 class VoiceError(ApiError):
@@ -361,95 +358,6 @@ def import_speaker_json(library: VoiceLibrary, path: Path | str, *, replace: boo
         library.add(clip, voice_id=name, name=name, filename=", ".join(files), replace=True)
         results.append((name, "replaced" if old else "added"))
     return results
-
-
-# --- per-voice conditioning cache -----------------------------------------------------
-
-class ConditioningCache:
-    """LRU of per-voice engine state (speaker embeddings, prompt codes...) keyed by content hash.
-
-    Thread-safe (the engine worker fills it, the server may clear it). With
-    ``disk_dir`` plus ``dump(value, path)`` / ``load(path) -> value`` hooks, entries
-    also persist across restarts, written atomically via a temp file.
-    """
-
-    def __init__(self, capacity: int = 64, *, disk_dir: Path | str | None = None,
-                 dump: Callable[[Any, Path], None] | None = None,
-                 load: Callable[[Path], Any] | None = None, suffix: str = ".pt") -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        if (disk_dir is None) != (dump is None) or (dump is None) != (load is None):
-            raise ValueError("disk_dir, dump and load go together")
-        self.capacity = capacity
-        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
-        self._dump, self._load, self._suffix = dump, load, suffix
-        self._items: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-        if self.disk_dir is not None:
-            self.disk_dir.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> Path:
-        if not _HASH_RE.match(key):
-            raise ValueError(f"cache keys are hex content hashes, got {key!r}")
-        return self.disk_dir / f"{key}{self._suffix}"
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
-        if self.disk_dir is not None and self._path(key).is_file():
-            try:
-                value = self._load(self._path(key))
-            except Exception as e:  # a stale or corrupt file is recomputed, never fatal
-                log.warning("conditioning cache: cannot load %s (%s); recomputing", key[:16], e)
-            else:
-                self._remember(key, value)
-                with self._lock:
-                    self.hits += 1
-                return value
-        with self._lock:
-            self.misses += 1
-        return None
-
-    def _remember(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def put(self, key: str, value: Any) -> None:
-        self._remember(key, value)
-        if self.disk_dir is not None:
-            path = self._path(key)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self._suffix, dir=self.disk_dir)
-            os.close(fd)
-            try:
-                self._dump(value, Path(tmp))
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
-        value = self.get(key)
-        if value is None:
-            value = compute()
-            self.put(key, value)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
 
 
 # --- HTTP routes ------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from starlette.websockets import WebSocket
 from ..audio.stream import SpeechEncoder
 from ..engine.base import Cancelled, SynthesisOptions
 from ..engine.executor import ExecutorBusy, ExecutorClosed, SynthesisJob
-from ..model.emotion import XIAOZHI_EMOTION_MAP, xiaozhi_emotion
+from .emotion_forms import XIAOZHI_EMOTION_MAP, xiaozhi_emotion
 from ..text.segment import IncrementalSplitter
 from .http_errors import ApiError, invalid
 from .pacing import Pacer

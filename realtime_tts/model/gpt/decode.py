@@ -34,7 +34,7 @@ until exactly ``target_codes`` codes exist, and generation ends there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -48,6 +48,22 @@ Mode = Literal["beam_sample", "sample", "greedy"]
 
 class Cancel(Protocol):
     def raise_if_cancelled(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CodeOverride:
+    """Benchmarks and warm-up only, never serving: how many codes each text piece gets.
+
+    ``codes``: a count, or a function of the segment's text giving one (the engine evaluates it).
+    ``exact``: the stop (and start) code is forbidden, so exactly that many codes come out;
+    otherwise the count is only the piece's code budget."""
+
+    codes: int | Callable[[str], int]
+    exact: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.codes, int) and self.codes < 1:
+            raise ValueError(f"a forced code count must be >= 1, got {self.codes}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,7 @@ class SamplingParams:
     runaway_per_token: int = 25
     hf_position_quirk: bool = True
     target_codes: int | None = None  # duration control: exactly this many codes (see module doc)
+    override: CodeOverride | None = None  # benchmark-only forced code counts (never when serving)
 
     def __post_init__(self) -> None:
         if self.mode not in ("beam_sample", "sample", "greedy"):

@@ -1,27 +1,89 @@
-"""Per-voice and per-emotion conditioning of the IndexTTS2 engine (cached by ``engine/cache.py``)."""
+"""The conditioning of a segment: its voice's, its emotion's, each computed once and cached.
+
+``Conditioner`` turns a request's voice and emotion into the ``SegmentCondition`` every pass of the
+segment reads. What a clip contributes (speaker latents, reference mel, style, S2M prompt, emotion
+vector) is the model family's to compute; caching it is shared: per voice and per emotion clip in a
+``ConditioningCache`` keyed by the clip's content hash and the model fingerprint (memory LRU,
+optionally files on disk), and the Qwen emotion model's answers by text.
+
+Emotion precedence is the official one: text > vector > reference clip > the speaker clip itself
+(loaded as an emotion clip, alpha 1). Text and vector weights are scaled by alpha
+(``scale_by_alpha``), a reference clip's vector is merged with the speaker's by alpha.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from realtime_tts.model.emotion import scale_by_alpha
 
-@dataclass
-class VoiceConditioning:
-    """What one speaker clip contributes to every segment spoken with it."""
+from . import cache
+from .base import Emotion, Voice
+from .family import ModelFamily, SegmentCondition
 
-    feats: torch.Tensor  # [1, T, W] normalised w2v-BERT layer-17 features of the 16 kHz clip
-    codes: torch.Tensor  # [1, T] semantic codec codes of the clip
-    ref_mel: torch.Tensor  # [1, n_mels, Tp] log mel of the 22.05 kHz clip
-    style: torch.Tensor  # [1, style_dim] CAMPPlus style
-    prompt: torch.Tensor  # [1, Tp, content_dim] S2M prompt condition (regulated codec embedding)
-    spk_latents: torch.Tensor  # [1, 32, C] GPT speaker latents (perceiver output)
-    spk_emovec: torch.Tensor  # [1, C] GPT emotion vector of the speaker features (merge base)
+MAX_EMOTION_TEXTS = 1024  # Qwen answers kept (a few floats each)
 
 
-@dataclass
-class EmotionConditioning:
-    """The GPT emotion vector of one clip loaded as an emotion reference (16 kHz directly)."""
+class Conditioner:
+    """Conditioning of every segment, cached (see the module doc)."""
 
-    emovec: torch.Tensor  # [1, C]
+    def __init__(self, family: ModelFamily, fingerprint: str, *, capacity: int = 32,
+                 cache_dir: str | Path | None = None) -> None:
+        disk = {}
+        if cache_dir is not None:
+            kinds = family.cache_kinds
+            disk = dict(disk_dir=Path(cache_dir), dump=cache.dumper(kinds), load=cache.loader(family.device, kinds))
+        self.family = family
+        self.fingerprint = fingerprint  # entries are only valid for these weights
+        self.voices = cache.ConditioningCache(capacity, **disk)
+        self.emotions = cache.ConditioningCache(capacity, **disk)
+        self._emotion_text: dict[str, list[float]] = {}  # Qwen answers, by text hash
+
+    def voice(self, voice: Voice):
+        """The family's conditioning of a speaker clip."""
+        key = cache.cache_key("voice", voice.content_hash, self.fingerprint)
+        return self.voices.get_or_compute(key, lambda: self.family.voice_conditioning(voice.audio_path))
+
+    def emotion_clip(self, voice: Voice):
+        """The family's conditioning of a clip used as an emotion reference."""
+        key = cache.cache_key("emotion", voice.content_hash, self.fingerprint)
+        return self.emotions.get_or_compute(key, lambda: self.family.emotion_conditioning(voice.audio_path))
+
+    def _text_weights(self, text: str) -> list[float]:
+        key = cache.text_hash(text)
+        if key not in self._emotion_text:
+            weights = self.family.emotion_weights(text)
+            if len(self._emotion_text) >= MAX_EMOTION_TEXTS:
+                self._emotion_text.pop(next(iter(self._emotion_text)))
+            self._emotion_text[key] = weights
+        return self._emotion_text[key]
+
+    def emotion_vector(self, voice: Voice, vc, emotion: Emotion | None) -> torch.Tensor:
+        """The segment's [1, C] emotion vector (official precedence text > vector > clip)."""
+        weights = None
+        alpha = 1.0
+        ref = voice  # without a reference clip the speaker clip is the reference, alpha 1
+        if emotion is not None:
+            if emotion.text:
+                weights = scale_by_alpha(self._text_weights(emotion.text), emotion.alpha)
+            elif emotion.vector is not None:
+                weights = scale_by_alpha(emotion.vector, emotion.alpha)
+            elif emotion.reference is not None:
+                ref, alpha = emotion.reference, float(emotion.alpha)
+        return self.family.merge_emotion(vc, self.emotion_clip(ref).emovec, alpha, weights)
+
+    def segment(self, voice: Voice, emotion: Emotion | None, language: str | None = None) -> SegmentCondition:
+        vc = self.voice(voice)
+        return self.family.segment_condition(vc, self.emotion_vector(voice, vc, emotion), language)
+
+    def describe(self) -> dict:
+        v = self.voices
+        return {"entries": len(v), "hits": v.hits, "misses": v.misses,
+                "disk": str(v.disk_dir) if v.disk_dir else None}
+
+    def clear(self) -> None:
+        self.voices.clear()
+        self.emotions.clear()
+        self._emotion_text.clear()

@@ -332,6 +332,9 @@ class PipelineEngine(Engine):
             "cfm_steps": self.cfm_steps, "compiled": self.compiled, **self.family.describe(),
             "voice_cache": self.conditioner.describe(), "warmed_up": self.warmed_up,
         }
+        if self.sampling.override is not None:  # a benchmark's engine says so
+            codes = self.sampling.override.codes
+            info["forced_codes"] = codes if isinstance(codes, int) else "per text"
         if self.device.type == "cpu":
             info["expected_rtf"] = round(expected_cpu_rtf(), 1)
         elif self.device.type == "cuda":

@@ -45,8 +45,8 @@ def reference() -> IndexTTS2Engine:
 def stages(e: IndexTTS2Engine, case: dict, codes: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
     """Teacher-forced GPT pass over the golden codes, then S2M with fixed noise, then BigVGAN."""
     m = e.models
-    vc = e._voice(SPEAKER)
-    emovec = e.emotion_vector(SPEAKER, vc, None)
+    vc = e.conditioner.voice(SPEAKER)
+    emovec = e.conditioner.emotion_vector(SPEAKER, vc, None)
     ids = torch.tensor(case["tokens"])
     latent = m.gpt.latents(vc.spk_latents, emovec, [ids], [codes])  # [1, L, C]
     logits = m.gpt.mel_head(latent).float()  # the code distribution the decoder samples from

@@ -18,7 +18,7 @@ How the work is made identical on both sides:
             Hugging Face ``generate`` options passed through ``infer``'s ``**generation_kwargs``
             (``suppress_tokens`` adds HF's SuppressTokensLogitsProcessor, i.e. -inf on those ids),
             so generation always runs to exactly N codes; no official code is changed.
-            ours: ``engine.run(..., max_codes=N, suppress_stop=True)`` (stop and start biased away).
+            ours: a ``CodeOverride(N)`` on the engine's sampling parameters (stop and start forbidden).
   beams     official ``num_beams=B`` (sampling on, the official default); ours
             ``SamplingParams(mode="beam_sample", num_beams=B)`` (B=1: plain sampling on both).
   CFM       the official ``infer`` hard-codes 25 steps; for another ``--cfm-steps`` the worker
@@ -332,9 +332,9 @@ def our_side(job: dict) -> dict:
 
     import torch
 
-    from realtime_tts.engine.base import SynthesisOptions, Voice
+    from realtime_tts.engine.base import CancelToken, SynthesisOptions, Voice
     from realtime_tts.engine.indextts2 import IndexTTS2Engine
-    from realtime_tts.model.gpt import SamplingParams
+    from realtime_tts.model.gpt import CodeOverride, SamplingParams
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(job["threads"])
@@ -346,7 +346,8 @@ def our_side(job: dict) -> dict:
     load_s = time.perf_counter() - t0
     gcfg = engine.models.gpt.cfg
     engine.sampling = SamplingParams(mode="beam_sample" if job["beams"] > 1 else "sample", num_beams=job["beams"],
-                                     max_mel_tokens=gcfg.max_mel_tokens, runaway_guard=False)
+                                     max_mel_tokens=gcfg.max_mel_tokens, runaway_guard=False,
+                                     override=CodeOverride(job["tokens"]))
     ref = Path(job["ref"])
     voice = Voice("bench", ref, hashlib.sha256(ref.read_bytes()).hexdigest(), "bench")
     opts = SynthesisOptions(voice=voice)
@@ -360,25 +361,27 @@ def our_side(job: dict) -> dict:
         g = torch.Generator(device=device).manual_seed(seed)
         sync()
         t = time.perf_counter()
-        out = engine.run(job["text"], opts, generator=g, max_codes=job["tokens"], suppress_stop=True)
+        out = engine.synthesize(job["text"], opts, CancelToken(), generator=g)
         sync()
         total = time.perf_counter() - t
+        out.stages["gpt"] = out.stages.get("gpt", 0.0) + out.stages.pop("gpt_prefill", 0.0)  # as official gpt_gen
         return {**{s: out.stages.get(s, 0.0) for s in STAGES[:-1]}, "total": total,
                 "conditioning": out.stages.get("conditioning", 0.0), "audio_s": out.duration}
 
-    # the code count of each call, read from generate()'s result (same check as the official side)
-    from realtime_tts.engine import indextts2 as eng_mod
+    # the code count of each call, read from the decode pool's finished requests (same check as the
+    # official side)
+    from realtime_tts.model.gpt.decode import DecodePool
 
     counted: dict = {}
-    real_generate = eng_mod.generate
+    real_step = DecodePool.step
 
-    def counting_generate(*a, **kw):
-        gen = real_generate(*a, **kw)
-        counted["codes"] = counted.get("codes", 0) + sum(int(c.numel()) for c in gen.codes)
-        counted["stop"] = counted.get("stop", False) or any(bool(s) for s in gen.stopped)
-        return gen
+    def counting_step(pool):
+        done = real_step(pool)
+        counted["codes"] = counted.get("codes", 0) + sum(int(r.codes.numel()) for r in done)
+        counted["stop"] = counted.get("stop", False) or any(r.stopped for r in done)
+        return done
 
-    eng_mod.generate = counting_generate
+    DecodePool.step = counting_step
     try:
         def counted_call(seed: int) -> dict:
             counted.clear()
@@ -389,7 +392,7 @@ def our_side(job: dict) -> dict:
         warm = counted_call(job["seed"])
         reps = [counted_call(job["seed"] + 1 + i) for i in range(job["reps"])]
     finally:
-        eng_mod.generate = real_generate
+        DecodePool.step = real_step
         engine.close()
         threads = torch.get_num_threads()
         torch.set_num_threads(threads_before)  # leave the caller's process as it was
@@ -498,7 +501,7 @@ def checkpoint_dir(a: argparse.Namespace, skip_reason: str | None) -> Path:
 
 
 def write_reference(path: Path, seconds: float) -> None:
-    from realtime_tts.engine.indextts2 import synthetic_voice_wav
+    from realtime_tts.engine.pipeline import synthetic_voice_wav
 
     path.write_bytes(synthetic_voice_wav(seconds))
 

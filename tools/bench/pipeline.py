@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("gpt", "gpt_latent", "s2mel", "vocoder")
+STAGES = ("gpt", "gpt_latent", "s2mel", "vocoder")  # gpt: the whole decode, prefill included
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,7 +71,7 @@ def random_models(device: torch.device, tiny: bool):
     """Every network at full (or tiny) size with random weights, built directly on ``device``."""
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
-    from realtime_tts.engine.indextts2 import MelParams, Models
+    from realtime_tts.engine.indextts2_load import MelParams, Models
     from realtime_tts.model.bigvgan import BigVGAN, BigVGANConfig
     from realtime_tts.model.campplus import CAMPPlus
     from realtime_tts.model.codec import CodecConfig, SemanticCodec
@@ -135,9 +135,11 @@ def run_bench(argv: list[str] | None = None) -> int:
     if any(x in ("--streams", "--targets") or x.startswith("--streams=") for x in argv):
         return _serving_bench(argv)
     a = parse_args(argv)
-    from realtime_tts.engine.base import SynthesisOptions, Voice
-    from realtime_tts.engine.indextts2 import IndexTTS2Engine, pick_device, pick_dtype, synthetic_voice_wav
-    from realtime_tts.model.gpt import SamplingParams
+    from realtime_tts.engine.base import CancelToken, SynthesisOptions, Voice
+    from realtime_tts.engine.devices import pick_device, pick_dtype
+    from realtime_tts.engine.indextts2 import IndexTTS2Engine
+    from realtime_tts.engine.pipeline import synthetic_voice_wav
+    from realtime_tts.model.gpt import CodeOverride, SamplingParams
 
     device = pick_device(a.device)
     dtype = pick_dtype(device, a.dtype)
@@ -156,8 +158,10 @@ def run_bench(argv: list[str] | None = None) -> int:
     gcfg = engine.models.gpt.cfg
     tokens = min(a.tokens, gcfg.max_mel_tokens)
     text_tokens = min(a.text_tokens, engine.max_segment_tokens)
+    # exactly ``tokens`` codes per segment: the stop code forbidden (a benchmark-only override)
     engine.sampling = SamplingParams(mode=a.decode, num_beams=3 if a.decode == "beam_sample" else 1,
-                                     max_mel_tokens=gcfg.max_mel_tokens, runaway_guard=False)
+                                     max_mel_tokens=gcfg.max_mel_tokens, runaway_guard=False,
+                                     override=CodeOverride(tokens))
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"IndexTTS2 pipeline bench: {source}")
     print(f"device {device}{gpu}, dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}, "
@@ -184,7 +188,8 @@ def run_bench(argv: list[str] | None = None) -> int:
         for i in range(a.segments):
             _sync(device)
             t = time.perf_counter()
-            out = engine.run([ids.tolist()], opts, generator=g, max_codes=tokens, suppress_stop=True)
+            out = engine.synthesize([ids.tolist()], opts, CancelToken(), generator=g)
+            out.stages["gpt"] = out.stages.get("gpt", 0.0) + out.stages.pop("gpt_prefill", 0.0)  # prefill included
             _sync(device)
             rows.append((time.perf_counter() - t, out))
 

@@ -178,13 +178,21 @@ class Scheduler:
     # ---- decode phase ---------------------------------------------------------------
 
     def schedule_decode(self) -> DecodePlan:
+        drop, waiting, decoding = [], [], 0
         for seg in self.segments:
             if not seg.status.ended and seg.cancel.cancelled:
                 seg.status = Status.CANCELLED
-        drop = [p for s in self.segments if s.status.ended for p in s.pieces if p.status is Status.DECODING]
+            ended = seg.status.ended
+            for p in seg.pieces:
+                if p.status is Status.DECODING:
+                    if ended:
+                        drop.append(p)  # its segment ended: free the block
+                    else:
+                        decoding += 1
+                elif p.status is Status.WAITING and not ended:
+                    waiting.append(p)
         close = [g for g in self._rendering if not any(p.segment.wanted for p in g.pieces)]
-        decoding = len(self._live(Status.DECODING))
-        waiting = sorted(self._live(Status.WAITING), key=lambda p: p.ticket)
+        waiting.sort(key=lambda p: p.ticket)
         admit = waiting[: self.capacity - decoding]
         return DecodePlan(drop=drop, close=close, admit=admit, decode=bool(decoding or admit))
 
@@ -217,12 +225,16 @@ class Scheduler:
             if k + 1 < len(seg.pieces):
                 self._wait(seg.pieces[k + 1])
         self._account(out.timings)
-        self._refresh_all()
+        if plan.drop or plan.admit or out.done or out.decode_error is not None:
+            self._refresh_all()
 
     # ---- render phase ---------------------------------------------------------------
 
     def schedule_render(self) -> RenderPlan:
-        ready = sorted(self._live(Status.READY), key=lambda p: p.ticket)
+        ready = self._live(Status.READY)
+        if not ready and not self._rendering:
+            return RenderPlan(start=[], advance=[])
+        ready.sort(key=lambda p: p.ticket)
         start = [[self._group([p], to_end=True)] for p in ready if p.solo]
         shared = [p for p in ready if not p.solo]
         if shared and self._render_due(shared):
@@ -257,7 +269,8 @@ class Scheduler:
         for g in out.cancelled:
             self._rendering.remove(g)
         self._account(out.timings)
-        self._refresh_all()
+        if out.started or out.finished or out.failed or out.cancelled:
+            self._refresh_all()
 
     def _retry_alone(self, group: RenderGroup, exc: BaseException) -> None:
         if len(group.pieces) == 1:

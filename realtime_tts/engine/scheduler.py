@@ -235,17 +235,18 @@ class Scheduler:
         if not ready and not self._rendering:
             return RenderPlan(start=[], advance=[])
         ready.sort(key=lambda p: p.ticket)
-        start = [[self._group([p], to_end=True)] for p in ready if p.solo]
+        start = [[self._group([p], to_end=True, alone=True)] for p in ready if p.solo]
         shared = [p for p in ready if not p.solo]
         if shared and self._render_due(shared):
             frames = [p.segment.cond.prompt_frames + p.frames for p in shared]  # prompt + generated
             groups = [[shared[i] for i in bucket] for bucket in length_buckets(frames)]
-            start.append([self._group(g, to_end=any(p.segment.urgent for p in g)) for g in groups])
+            start.append([self._group(g, to_end=any(p.segment.urgent for p in g), alone=len(shared) == 1)
+                          for g in groups])
         advance = self._rendering + [g for batch in start for g in batch]
         return RenderPlan(start=start, advance=advance)
 
-    def _group(self, pieces: list[Piece], to_end: bool) -> RenderGroup:
-        return RenderGroup(next(self._group_ids), pieces, to_end)
+    def _group(self, pieces: list[Piece], to_end: bool, alone: bool) -> RenderGroup:
+        return RenderGroup(next(self._group_ids), pieces, to_end, alone)
 
     def _render_due(self, ready: list[Piece]) -> bool:
         if not self._live(Status.DECODING) and not self._live(Status.WAITING):
@@ -255,7 +256,7 @@ class Scheduler:
     def update_render(self, plan: RenderPlan, out: RenderOutput) -> None:
         for g in out.started:
             for p in g.pieces:
-                p.status, p.solo = Status.RENDERING, False
+                p.status = Status.RENDERING
             self._rendering.append(g)
         for g, wavs in out.finished:
             self._rendering.remove(g)
@@ -273,7 +274,9 @@ class Scheduler:
             self._refresh_all()
 
     def _retry_alone(self, group: RenderGroup, exc: BaseException) -> None:
-        if len(group.pieces) == 1:
+        """A render failed: a piece that failed by itself fails its segment; pieces that failed in
+        company are rendered again, each alone."""
+        if group.alone:
             self._fail([group.pieces[0].segment], exc, "rendering")
             return
         log.warning("rendering %d pieces together failed (%s: %s); retrying them one at a time",

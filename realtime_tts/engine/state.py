@@ -89,6 +89,7 @@ class RenderGroup:
     id: int
     pieces: list[Piece]
     to_end: bool  # every CFM step in one engine step (urgent, or a retry alone), else one per step
+    alone: bool = False  # its one piece rendered by itself (features pass included): a failure is its own
 
 
 @dataclass

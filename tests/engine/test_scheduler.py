@@ -164,6 +164,23 @@ def test_a_shared_render_that_fails_is_retried_piece_by_piece():
     assert a.status is Status.FAILED and isinstance(a.error, MemoryError) and not b.status.ended
 
 
+def test_a_piece_that_failed_in_company_gets_a_try_alone():
+    """Two length buckets share one features pass: a failure there is no proof against either."""
+    s = Scheduler(2, render_wait=0)
+    a, b = segment("a"), segment("b")
+    s.add(a)
+    s.add(b)
+    decode(s)
+    out = DecodeOutput(done=[PieceCodes(a.pieces[0], codes=object(), frames=300),
+                             PieceCodes(b.pieces[0], codes=object(), frames=20)])
+    s.update_decode(s.schedule_decode(), out)
+    plan = s.schedule_render()
+    assert [len(g.pieces) for g in plan.start[0]] == [1, 1]
+    s.update_render(plan, RenderOutput(failed=[(g, RuntimeError("features")) for g in plan.start[0]]))
+    assert not a.status.ended and not b.status.ended
+    assert [[g.pieces for g in batch] for batch in s.schedule_render().start] == [[a.pieces], [b.pieces]]
+
+
 def test_decode_failures_fail_only_the_segments_they_touch():
     s = Scheduler(3)
     a, b = segment("a"), segment("b")

@@ -219,12 +219,14 @@ class PipelineEngine(Engine):
             pieces = self.text_ids(text, options.language) if isinstance(text, str) else [list(p) for p in text]
             cancel.raise_if_cancelled()
             cond = self.conditioner.segment(voice, options.emotion, options.language)
-        seg = self.segment(tag, text, pieces, cond, options.speed, cancel, generator, urgent, sampling)
+        seg = self.make_segment(tag, text, pieces, cond, options.speed, cancel, generator, urgent, sampling)
         seg.stages["conditioning"] = time.perf_counter() - t
         return seg
 
-    def segment(self, tag: object, text: str | list, pieces: list[list[int]], cond: SegmentCondition, speed: float,
-                cancel: CancelToken, generator: torch.Generator, urgent: bool, sampling: SamplingParams) -> Segment:
+    def make_segment(self, tag: object, text: str | list, pieces: list[list[int]], cond: SegmentCondition,
+                     speed: float, cancel: CancelToken, generator: torch.Generator, urgent: bool,
+                     sampling: SamplingParams) -> Segment:
+        """A segment of token-id pieces with its conditioning, each piece with its code budget."""
         if not pieces:
             raise EngineError("nothing to say: the text has no pieces")
         seg = Segment(tag, speed, cancel, cond, generator, urgent)
@@ -250,10 +252,12 @@ class PipelineEngine(Engine):
         side); ``sampling`` replaces the engine's (forced code counts in benchmarks)."""
         return PipelineBatch(self, capacity, sampling=sampling or self.sampling, render_wait=render_wait)
 
-    def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken, *,
+    def synthesize(self, text: str | list[list[int]], options: SynthesisOptions, cancel: CancelToken, *,
                    generator: torch.Generator | None = None, sampling: SamplingParams | None = None
                    ) -> SegmentAudio:
-        """One segment: a batch of one (raises its error, ``Cancelled`` when cancelled)."""
+        """One segment (a text, or pre-tokenised pieces): a batch of one; raises its error, or
+        ``Cancelled``. ``generator`` drives its random draws (default: ``call_generator()``),
+        ``sampling`` replaces the engine's (a benchmark's ``CodeOverride``)."""
         if generator is None:
             generator = self.call_generator()  # every call takes its seed, even one that fails
         sampling = sampling or self.sampling
@@ -316,7 +320,8 @@ class PipelineEngine(Engine):
         sampling = replace(self.sampling, override=CodeOverride(min(20, self.sampling.max_mel_tokens)))
         batch = self.open_batch(1, sampling=sampling)
         g = torch.Generator(device=self.device).manual_seed(0)
-        batch.add_segment(self.segment("warm-up", "", [f.warmup_ids()], cond, 1.0, CancelToken(), g, True, sampling))
+        batch.add_segment(self.make_segment("warm-up", "", [f.warmup_ids()], cond, 1.0, CancelToken(), g, True,
+                                            sampling))
         while len(batch):
             for _, result in batch.step():
                 if isinstance(result, BaseException):

@@ -279,7 +279,7 @@ class Scheduler:
         if group.alone:
             self._fail([group.pieces[0].segment], exc, "rendering")
             return
-        log.warning("rendering %d pieces together failed (%s: %s); retrying them one at a time",
+        log.warning("a shared render of %d piece(s) failed (%s: %s); retrying each alone",
                     len(group.pieces), type(exc).__name__, exc)
         for p in group.pieces:
             p.status, p.solo = Status.READY, True

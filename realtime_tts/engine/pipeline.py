@@ -109,7 +109,8 @@ class PipelineBatch:
             plan = s.schedule_decode()
             s.update_decode(plan, r.decode(plan))
             plan = s.schedule_render()
-            s.update_render(plan, r.render(plan))
+            if plan.start or plan.advance:
+                s.update_render(plan, r.render(plan))
             finished = s.end_step()
         return [(seg.tag, self._result(seg)) for seg in finished]
 
@@ -264,8 +265,8 @@ class PipelineEngine(Engine):
         with self._solo_lock:
             if self._solo is None or self._solo.sampling != sampling:
                 self._solo = self.open_batch(1, sampling=sampling)
-            try:
-                (result,) = self._drive(self._solo, [(text, options, cancel)], [generator])
+            try:  # its caller waits for nothing else: it renders as soon as its codes are complete
+                (result,) = self._drive(self._solo, [(text, options, cancel)], [generator], urgent=True)
             except BaseException:
                 self._solo = None  # its state is unknown: the next call starts afresh
                 raise
@@ -292,11 +293,11 @@ class PipelineEngine(Engine):
         return self._drive(self.open_batch(max(1, len(items)), sampling=sampling), items, generators)
 
     @staticmethod
-    def _drive(batch: PipelineBatch, items, generators) -> list[Result]:
+    def _drive(batch: PipelineBatch, items, generators, urgent: bool = False) -> list[Result]:
         results: list[Result | None] = [None] * len(items)
         for i, (text, options, cancel) in enumerate(items):
             try:
-                batch.add(i, text, options, cancel, generator=generators[i])
+                batch.add(i, text, options, cancel, generator=generators[i], urgent=urgent)
             except Exception as e:
                 results[i] = e
         while len(batch):

@@ -108,13 +108,19 @@ class MultilingualFrontEnd:
         self.load()
         if not self.text_normalization:
             return ["text normalisation off for every language"]
-        zh_en = type(self.normalizer._zh).__module__.split(".")[0]
         return [
-            f"zh/en: text normalisation by {'WeTextProcessing' if zh_en == 'tn' else zh_en}",
+            f"zh/en: text normalisation by {self.zh_en_backend}",
             self.spanish.status,
             f"ja: no text normalisation; words split by MeCab ({self._japanese.dictionary})",
             "ar: no text normalisation",
         ]
+
+    @property
+    def zh_en_backend(self) -> str:
+        """Which FST package the zh/en ``TextNormalizer`` runs on: "wetext" or "WeTextProcessing"."""
+        self.normalizer.load()
+        package = type(getattr(self.normalizer, "_zh", None)).__module__.split(".")[0]
+        return "WeTextProcessing" if package == "tn" else package
 
     # ---- text --------------------------------------------------------------------
 

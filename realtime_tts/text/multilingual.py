@@ -42,14 +42,16 @@ import re
 from pathlib import Path
 
 from .annotations import apply_annotations, restore, shield
-from .languages import SUPPORTED_LANGUAGES, detect_language, language_id, parse_language
+from .languages import (
+    SUPPORTED_LANGUAGES, UnsupportedLanguageError, detect_language, language_id, parse_language,
+)
 from .normalize import CHAR_MAP, TextNormalizer
 from .spanish import SpanishNormalizer
 from .tiktoken_vocab import MultilingualTokenizer
 
 __all__ = [
-    "MultilingualFrontEnd", "SUPPORTED_LANGUAGES", "TextTooLongError", "detect_language",
-    "gpt_text_ids", "language_id", "parse_language",
+    "MultilingualFrontEnd", "SUPPORTED_LANGUAGES", "TextTooLongError", "UnsupportedLanguageError",
+    "detect_language", "gpt_text_ids", "language_id", "parse_language",
 ]
 
 START_TEXT_ID, STOP_TEXT_ID = 0, 1  # the GPT's text start/stop ids (ranks of "!" and '"')
@@ -144,6 +146,9 @@ class MultilingualFrontEnd:
 
     def process(self, text: str, language: str) -> str:
         """Steps 2-7 for a supported language code: the text that is cut and encoded."""
+        if language not in SUPPORTED_LANGUAGES:
+            parse_language(language)  # raises, naming the supported codes
+            raise UnsupportedLanguageError(f"pass a language code, not {language!r}: see parse_language")
         if self._japanese is None:
             self.load()
         text = self.normalize(text, language)

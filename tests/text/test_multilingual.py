@@ -68,6 +68,10 @@ def test_segments_without_a_language_detect_it(front_end):
     assert front_end.segments("Hello", "JA")[0][0] == front_end.tokenizer.special_id("<|ja|>")
     with pytest.raises(UnsupportedLanguageError):
         front_end.segments("Bonjour", "fr")
+    with pytest.raises(UnsupportedLanguageError, match="zh, en, ja, es, ar"):
+        front_end.process("Bonjour", "fr")
+    with pytest.raises(UnsupportedLanguageError, match="not 'ZH'"):
+        front_end.process("你好", "ZH")  # process() takes parsed codes only
 
 
 # ---- vocabulary file ---------------------------------------------------------------------

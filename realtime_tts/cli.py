@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_voices(argv: list[str]) -> int:
     from .server.voices import main as voices_main
 
-    return voices_main(argv)
+    return voices_main(argv, prog="realtime-tts voices")
 
 
 def run_bench(argv: list[str]) -> int:

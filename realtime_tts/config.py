@@ -60,6 +60,11 @@ class Settings:
     xiaozhi_idle_timeout_s: float = opt(180.0, "xiaozhi: close a device connection idle for this long")
     xiaozhi_prebuffer_packets: int = opt(5, "xiaozhi: packets sent at once before real-time pacing starts")
     xiaozhi_max_lead_ms: int = opt(400, "xiaozhi: maximum lead of sent audio over real time (hard cap 1000)")
+    xiaozhi_websocket_url: str = opt("", "xiaozhi OTA: the WebSocket URL handed to devices (empty: ws://<the Host the "
+                                         "device asked>/xiaozhi/v1/; set it behind a proxy or TLS terminator)")
+    xiaozhi_auth_key: str = opt("", "xiaozhi OTA: HMAC key of the device tokens it hands out when API keys are on "
+                                    "(empty: derived from the first API key; set xiaozhi-esp32-server's "
+                                    "server.auth_key to also accept the tokens its OTA issued)", secret=True)
     # --- agent stream ------------------------------------------------------------
     stream_idle_timeout_s: float = opt(60.0, "agent stream: close a socket idle for this long (keepalive resets it)")
     # --- HTTP API, voices, auth, logs (server/openai_api.py, voices.py, auth.py) ------

@@ -13,6 +13,7 @@ import logging
 import time
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -24,9 +25,11 @@ from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
 from .openai_api import metrics_routes, openai_routes
+from .ota import ota_routes
 from .page import page_routes
+from .request_id import RequestIdMiddleware
 from .tts_shim import shim_routes
-from .voices import voice_routes
+from .voices import voice_routes, watch_library
 from .xiaozhi import xiaozhi_routes
 
 log = logging.getLogger("realtime_tts.server")
@@ -71,12 +74,16 @@ def create_app(ctx: ServerContext) -> Starlette:
                         "http://HOST:PORT/v1/audio/voices (then optionally --default-voice my_voice)", ctx.engine.name)
         ctx.executor.on_segment_done = _record_segment(ctx)
         await ctx.executor.start()
+        watcher = asyncio.create_task(watch_library(ctx.voices), name="voice-library-watch")
         ctx.ready.set()
         log.info("engine %s ready in %.1f s", ctx.engine.name, time.monotonic() - started)
         try:
             yield
         finally:
             ctx.ready.clear()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             for session in list(ctx.devices.values()):
                 with contextlib.suppress(Exception):
                     await session.close(1001, "server shutting down")
@@ -85,6 +92,7 @@ def create_app(ctx: ServerContext) -> Starlette:
     routes = [
         *health_routes(ctx),
         *xiaozhi_routes(ctx),
+        *ota_routes(ctx),
         *control_routes(ctx),
         *stream_routes(ctx),
         *openai_routes(ctx),
@@ -93,5 +101,6 @@ def create_app(ctx: ServerContext) -> Starlette:
         *metrics_routes(ctx),
         *page_routes(),
     ]
-    return Starlette(routes=routes, middleware=auth_middleware(ctx.settings),
+    middleware = [Middleware(RequestIdMiddleware), *auth_middleware(ctx.settings)]  # the id also on 401s
+    return Starlette(routes=routes, middleware=middleware,
                      exception_handlers=exception_handlers(), lifespan=lifespan)

@@ -142,12 +142,16 @@ def _types() -> dict[str, Any]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per settings field (default None = not given)."""
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add ``--config`` and one flag per settings field (default None = not given); ``only``: just these.
+
+    A boolean flag works bare (``--compile``) or with a value (``--compile false``).
+    """
     parser.add_argument("--config", type=Path, default=os.environ.get(ENV_PREFIX + "CONFIG"),
                         help=f"TOML config file (env {ENV_PREFIX}CONFIG); flags and env override it")
+    types = _types()
     for f in Settings.fields():
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or (only is not None and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         env = ENV_PREFIX + f.name.upper()
@@ -155,6 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
+        if types[f.name] is bool:
+            kwargs.update(nargs="?", const="true", metavar="true|false")
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 

@@ -68,10 +68,11 @@ def create_app(ctx: ServerContext) -> Starlette:
         if ctx.engine is None:
             ctx.executor.engine = await asyncio.to_thread(ctx.load_engine)
         await asyncio.to_thread(ctx.engine.warmup)
-        if ctx.engine.needs_voice and not ctx.settings.default_voice:
-            log.warning("the %s engine clones voices and no --default-voice is set: requests must name a voice. "
-                        "Add one with: curl -F file=@reference.wav -F id=my_voice "
-                        "http://HOST:PORT/v1/audio/voices (then optionally --default-voice my_voice)", ctx.engine.name)
+        if ctx.engine.needs_voice and not ctx.settings.default_voice and not len(ctx.voices or ()):
+            log.warning("the %s engine clones voices and the voice library is empty: requests must name a voice "
+                        "until one is added (the first one added becomes the default unless --default-voice says "
+                        "otherwise). Add one with: curl -F file=@reference.wav -F id=my_voice "
+                        "http://HOST:PORT/v1/audio/voices", ctx.engine.name)
         ctx.executor.on_segment_done = _record_segment(ctx)
         await ctx.executor.start()
         watcher = asyncio.create_task(watch_library(ctx.voices), name="voice-library-watch")

@@ -84,6 +84,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .server.app import create_app
+    from .server.lifecycle import DrainingServer
     from .server.logging import configure_logging
 
     settings = config.load_settings(args)
@@ -94,8 +95,10 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
     print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
     print("\n".join(_urls(settings.host, settings.port)), flush=True)
-    uvicorn.run(create_app(ctx), host=settings.host, port=settings.port, log_config=None,
-                ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
+    app = create_app(ctx)
+    config_ = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                             ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
+    DrainingServer(config_, ctx.lifecycle).run()  # SIGTERM: drain (server/lifecycle.py), then exit
     return 0
 
 

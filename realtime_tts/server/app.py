@@ -13,6 +13,7 @@ import logging
 import time
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from .auth import auth_middleware
 from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
+from .lifecycle import Lifecycle, LifecycleMiddleware
 from .openai_api import metrics_routes, openai_routes
 from .page import page_routes
 from .tts_shim import shim_routes
@@ -93,5 +95,7 @@ def create_app(ctx: ServerContext) -> Starlette:
         *metrics_routes(ctx),
         *page_routes(),
     ]
-    return Starlette(routes=routes, middleware=auth_middleware(ctx.settings),
-                     exception_handlers=exception_handlers(), lifespan=lifespan)
+    if ctx.lifecycle is None:
+        ctx.lifecycle = Lifecycle.for_context(ctx)
+    middleware = [Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers(), lifespan=lifespan)

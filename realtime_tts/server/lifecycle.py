@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DRAIN_QUIET_S = 1.0  # a socket with no frame either way for this long is between utterances
 CLOSE_TIMEOUT_S = 2.0  # a close frame that cannot be written in this time is given up on
 STREAMS_PER_BATCH_SLOT = 8  # the automatic capacity (max_streams = 0)
+WATCH_PERIOD_S = 0.25  # how often stop signals without a callback of their own are polled
 REFUSED_CODE, REFUSED_REASON = 1013, "server draining: reconnect, another replica will answer"
 GOING_AWAY_CODE, GOING_AWAY_REASON = 1001, "server restarting: reconnect"
 # POST routes whose response is synthesized speech: streams for the gauge, refused while draining.
@@ -90,6 +91,8 @@ class Lifecycle:
         self.drained = asyncio.Event()
         self._drain_task: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        self._watches: list[tuple[Callable[[], bool], str]] = []
+        self._watch_task: asyncio.Task | None = None
 
     @classmethod
     def for_context(cls, ctx) -> "Lifecycle":
@@ -133,6 +136,27 @@ class Lifecycle:
         self._changed.set()
 
     # -- drain ----------------------------------------------------------------------
+    def watch(self, stopping: Callable[[], bool], reason: str) -> None:
+        """Drain once ``stopping()`` turns true: for stop signals that come with no callback
+        (a Ray replica's shutdown). Polled on the app's loop from its start-up on."""
+        self._watches.append((stopping, reason))
+
+    def start_watching(self) -> None:
+        if self._watches and self._watch_task is None:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="rtts-stop-watch")
+
+    def stop_watching(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+
+    async def _watch(self) -> None:
+        while not self.draining:
+            for stopping, reason in self._watches:
+                if stopping():
+                    self.start_drain(reason)
+                    return
+            await asyncio.sleep(WATCH_PERIOD_S)
+
     def start_drain(self, reason: str) -> asyncio.Task:
         """Stop taking new streams and close the open ones politely; idempotent."""
         if self._drain_task is None:
@@ -232,6 +256,12 @@ class LifecycleMiddleware:
             await self._websocket(scope, receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            self.lifecycle.start_watching()
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.lifecycle.stop_watching()
         else:
             await self.app(scope, receive, send)
 

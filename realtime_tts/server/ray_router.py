@@ -6,7 +6,8 @@ cannot send; this subclass keys on ``affinity.routing_key`` of the request's ASG
 keeps Ray's ring and retry loop (a replica at ``max_ongoing_requests`` rejects and the next
 one on the ring is tried), and moves replicas above the load bound to the back of the
 order first (``affinity.bounded_choice``). Requests with no key go to the least loaded
-replica.
+replica. Device keys (xiaozhi sockets and the control API) skip the load bound: the device
+registry is per replica, so a control call must reach the replica holding the socket.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class VoiceAffinityRouter(ConsistentHashRouter):
         if pending_request is not None:
             pending_request.routing_context.should_backoff = True
         ranked = [self._replicas[r] for r in self._lookup_ranked_replicas(key) if r in self._replicas]
+        if key.startswith("device:"):  # strict: a device's socket and the control calls naming it must meet
+            return [[r] for r in ranked]
         loads = {r: self._replica_queue_len_cache.get(r.replica_id) for r in ranked}
         floor = max(1, min(r.max_ongoing_requests for r in ranked) // 2) if ranked else 1
         return [[r] for r in bounded_choice(ranked, loads, self._load_factor, floor)]

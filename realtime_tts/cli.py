@@ -99,7 +99,10 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(ctx)
     config_ = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                              ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
-    DrainingServer(config_, ctx.lifecycle).run()  # SIGTERM: drain (server/lifecycle.py), then exit
+    try:
+        DrainingServer(config_, ctx.lifecycle).run()  # SIGTERM: drain (server/lifecycle.py), then exit
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a clean stop
+        pass
     return 0
 
 

@@ -73,10 +73,12 @@ def test_stream_load_policy():
         StreamLoadPolicy(0)
 
 
-ray_serve = pytest.importorskip("realtime_tts.server.ray_serve", reason="the cluster extra (ray[serve]) is missing")
+@pytest.fixture
+def ray_serve():
+    return pytest.importorskip("realtime_tts.server.ray_serve", reason="the cluster extra (ray[serve]) is missing")
 
 
-def test_deployment_options_follow_the_settings():
+def test_deployment_options_follow_the_settings(ray_serve):
     options = ray_serve.ClusterOptions(min_replicas=1, max_replicas=4, target_load=0.6)
     gpu = ray_serve.deployment_options(Settings(engine="indextts2", drain_timeout_s=20), options, cluster_gpus=4)
     assert gpu["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}  # one GPU per replica
@@ -96,7 +98,7 @@ def test_deployment_options_follow_the_settings():
                                      cluster_gpus=0)
 
 
-def test_serve_yaml_builds_the_application():
+def test_serve_yaml_builds_the_application(ray_serve):
     from realtime_tts.cli import ray_app
 
     config = yaml.safe_load((ROOT / "deploy/ray/serve.yaml").read_text())

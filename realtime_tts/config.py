@@ -67,6 +67,18 @@ class Settings:
                                     "server.auth_key to also accept the tokens its OTA issued)", secret=True)
     # --- agent stream ------------------------------------------------------------
     stream_idle_timeout_s: float = opt(60.0, "agent stream: close a socket idle for this long (keepalive resets it)")
+    # --- replicas: capacity, readiness, drain, shared voices (server/lifecycle.py, voice_store.py) ---
+    max_streams: int = opt(0, "streams this process serves at once (open WebSockets plus streaming HTTP responses): "
+                              "the denominator of the load gauge and, under Ray Serve, max_ongoing_requests; "
+                              "0: automatic, 8 per batch slot (measure yours with bench --targets)")
+    drain_timeout_s: float = opt(30.0, "on SIGTERM (or a Ray replica stop): how long utterances in flight may take "
+                                       "to finish before the remaining sockets are closed with 1001")
+    replica_id: str = opt("", "this process's name in the X-Replica-Id header (empty: HOSTNAME:PORT; under Ray "
+                              "Serve the replica's id)")
+    warm_voices: int = opt(64, "voices a replica keeps warm (least recently used dropped first)")
+    voice_store: str = opt("", "shared voice store: s3://BUCKET/PREFIX (S3-compatible; credentials from the usual "
+                               "AWS variables or files); empty: the local DATA_DIR/voices")
+    voice_store_endpoint: str = opt("", "S3 endpoint URL for stores other than AWS (MinIO, Ceph, R2...)")
     # --- HTTP API, voices, auth, logs (server/openai_api.py, voices.py, auth.py) ------
     api_keys: list = opt([], "API keys accepted as 'Authorization: Bearer <key>' (WebSockets also ?api_key=); JSON list; empty and no keys file: no auth", secret=True)
     api_keys_file: str = opt("", "file with one API key per line (# comments allowed), added to api_keys")
@@ -95,6 +107,15 @@ class Settings:
             raise ConfigError("max_queue must be at least 1")
         if self.max_batch < 0:
             raise ConfigError("max_batch must be 0 (automatic) or at least 1")
+        if self.max_streams < 0:
+            raise ConfigError("max_streams must be 0 (automatic) or at least 1")
+        if self.drain_timeout_s < 0:
+            raise ConfigError("drain_timeout_s must be 0 or more")
+        if self.warm_voices < 1:
+            raise ConfigError("warm_voices must be at least 1")
+        if self.voice_store and not self.voice_store.startswith("s3://"):
+            raise ConfigError(f"voice_store: {self.voice_store!r} is not s3://BUCKET[/PREFIX] (leave it empty for "
+                              "the local data directory)")
         if not (0 <= self.xiaozhi_max_lead_ms <= 1000):
             raise ConfigError("xiaozhi_max_lead_ms must be within 0-1000 (the device drops audio beyond 2.4 s)")
 

@@ -24,6 +24,7 @@ from .auth import auth_middleware
 from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
+from .lifecycle import Lifecycle, LifecycleMiddleware
 from .openai_api import metrics_routes, openai_routes
 from .ota import ota_routes
 from .page import page_routes
@@ -102,6 +103,9 @@ def create_app(ctx: ServerContext) -> Starlette:
         *metrics_routes(ctx),
         *page_routes(),
     ]
-    middleware = [Middleware(RequestIdMiddleware), *auth_middleware(ctx.settings)]  # the id also on 401s
+    if ctx.lifecycle is None:
+        ctx.lifecycle = Lifecycle.for_context(ctx)
+    middleware = [Middleware(RequestIdMiddleware),  # the id also on 401s and drain refusals
+                  Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings)]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers=exception_handlers(), lifespan=lifespan)

@@ -23,6 +23,7 @@ class ServerContext:
     # the executor then starts with engine=None and this loader fills it in.
     load_engine: Callable[[], Any] | None = None
     engine_name: str = ""  # what /health reports while load_engine is still running
+    lifecycle: Any = None  # realtime_tts.server.lifecycle.Lifecycle (readiness, load, drain) once the app is built
 
     @property
     def engine(self):

@@ -19,7 +19,6 @@ Also here: the HTTP routes (``/v1/audio/voices``), the index-tts-vllm
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import hashlib
 import io
@@ -158,7 +157,7 @@ def check_voice_id(voice_id: str) -> str:
 
 
 class VoiceLibrary:
-    """Stored voices. Methods block on disk I/O: call them through ``asyncio.to_thread`` from handlers."""
+    """Stored voices. Methods block on disk I/O: handlers call them on the server's codec pool (``ctx.codec.run``)."""
 
     def __init__(self, data_dir: Path | str, *, min_seconds: float = 0.5, max_seconds: float = 60.0) -> None:
         self.root = Path(data_dir) / "voices"
@@ -487,7 +486,7 @@ def voice_routes(ctx) -> list:
             voice_id = form.get("id") or None
             name = str(form.get("name") or "").strip()[:200]
             filename = upload.filename or ""
-        voice = await asyncio.to_thread(library().add, data, voice_id=voice_id, name=name, filename=filename)
+        voice = await ctx.codec.run(library().add, data, voice_id=voice_id, name=name, filename=filename)
         return JSONResponse(voice_object(library().info(voice.id)), status_code=201)
 
     async def get_voice(request: Request):
@@ -502,7 +501,7 @@ def voice_routes(ctx) -> list:
 
     async def delete_voice(request: Request):
         voice_id = request.path_params["voice_id"]
-        if not await asyncio.to_thread(library().delete, voice_id):
+        if not await ctx.codec.run(library().delete, voice_id):
             library().require(voice_id)
         return JSONResponse({"id": voice_id, "object": "voice", "deleted": True})
 

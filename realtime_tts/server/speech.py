@@ -29,9 +29,11 @@ Refusals. When the executor refuses a segment (``ExecutorBusy``, ``ExecutorClose
 stream fails as a whole: its jobs are cancelled, ``push``/``flush``/``end`` raise the refusal
 if it happened in that call, and otherwise the next event is a ``Failure`` carrying it.
 
-Release. ``aclose()`` cancels what is left, waits for a codec call still running on the pool
-and closes the encoder; the owner awaits it when the turn, context or request ends. Nothing
-is left to the garbage collector.
+Release. ``close()`` cancels what is left and frees the encoder at once, or, when one of the
+stream's codec calls is still running on the pool, the moment that call returns; ``aclose()``
+also waits for that. The owner calls one of them when the turn, context or request ends
+(the stream counts itself on ``rtts_live_speech_streams``, its encoder on
+``rtts_live_encoders``). Nothing is left to the garbage collector.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class SpeechStream:
 
     def __init__(self, ctx, options: SynthesisOptions, *, owner: str, encoder: EncoderFactory,
                  priority: int = REALTIME, flush_after_s: float | None = None, end_after_s: float | None = None,
-                 ack_on_read: bool = False, max_lead_s: float | None = None) -> None:
+                 ack_on_read: bool = False, max_lead_s: float | None = None, paused: bool = False) -> None:
         settings = ctx.settings
         self.options = options
         self.owner = owner
@@ -154,6 +156,7 @@ class SpeechStream:
         self._end_timer: asyncio.TimerHandle | None = None
         self._encoder: Encoder | None = None
         self._codec_call: concurrent.futures.Future | None = None
+        self.paused = paused  # cuts text but submits nothing until ``resume`` (a turn queued behind another)
         self.ended = False  # no more text
         self.cancelled = False
         self.finished = False  # the tail was read: nothing more will come
@@ -219,6 +222,12 @@ class SpeechStream:
         self._unsubmitted.clear()
         self._wakeup.set()
 
+    def resume(self) -> None:
+        """Start synthesis of a stream created ``paused``."""
+        if self.paused:
+            self.paused = False
+            self._pump()
+
     # --- audio out -------------------------------------------------------------------------------
     def acknowledge(self, seconds: float) -> None:
         """The client has consumed ``seconds`` of this stream's audio in all (monotonic)."""
@@ -264,7 +273,7 @@ class SpeechStream:
             if isinstance(item, _Mark):
                 self._items.popleft()
                 return Marker(item.value)
-            if item.job is None:  # held back by the lead: wait for the client
+            if item.job is None:  # held back by the lead (or paused): wait for the client
                 self._pump()
                 if item.job is None and self._refusal is None:
                     await self._wait()
@@ -273,8 +282,9 @@ class SpeechStream:
             if event is not None:
                 return event
 
-    async def aclose(self) -> None:
-        """Cancel what is left and free the encoder now (idempotent; safe under cancellation)."""
+    def close(self) -> None:
+        """Cancel what is left and free the encoder (idempotent). If a codec call of this stream
+        is still running on the pool, the encoder is freed the moment that call returns."""
         if self._closed:
             return
         self.cancel()
@@ -283,9 +293,16 @@ class SpeechStream:
         self._wakeup.set()
         call = self._codec_call
         if call is not None and not call.done():
-            # The pool thread may still be inside the encoder: close it after that call.
+            call.add_done_callback(lambda _call: self._close_encoder())
+        else:
+            self._close_encoder()
+
+    async def aclose(self) -> None:
+        """``close``, then wait until the encoder is actually freed (safe under cancellation)."""
+        self.close()
+        call = self._codec_call
+        if call is not None and not call.done():
             await asyncio.shield(asyncio.wrap_future(call))
-        self._close_encoder()
 
     # --- internals --------------------------------------------------------------------------------
     def _require_open(self, action: str) -> None:
@@ -310,7 +327,7 @@ class SpeechStream:
 
     def _pump(self) -> None:
         """Submit the next segments while the window and the lead allow."""
-        while (self._unsubmitted and not self.cancelled and self._ahead < SUBMIT_AHEAD
+        while (self._unsubmitted and not (self.cancelled or self.paused) and self._ahead < SUBMIT_AHEAD
                and self.lead_s < self._max_lead_s):
             seg = self._unsubmitted[0]
             try:
@@ -342,8 +359,9 @@ class SpeechStream:
         if self.cancelled or self._closed:
             return None
         if self._encoder is None:
-            self._encoder = await self._run(self._make_encoder, audio.sample_rate)
-            self._metrics.encoders.inc()
+            await self._run(self._create_encoder, audio.sample_rate)
+            if self.cancelled or self._closed:
+                return None
         if audio.sample_rate != self._encoder.input_rate:
             return self._lost(seg, EngineError(f"engine returned {audio.sample_rate} Hz audio, expected "
                                                f"{self._encoder.input_rate}"))
@@ -373,16 +391,27 @@ class SpeechStream:
         if self._encoder is None:  # nothing was ever spoken
             return Tail(None, 0.0)
         before = self._encoder.output_seconds
-        data = await self._run(self._encoder.finish)
-        seconds = self._encoder.output_seconds - before
-        self._read_s += seconds
-        self._close_encoder()  # released now, not when the owner gets round to aclose()
-        return Tail(data, seconds)
+        data, after = await self._run(self._finish_encoder)
+        self._read_s += after - before
+        return Tail(data, after - before)
 
     async def _run(self, fn, *args):
         """One codec call on the shared pool; remembered so ``aclose`` can wait for it."""
         self._codec_call = self._codec.submit(fn, *args)
         return await asyncio.wrap_future(self._codec_call)
+
+    # Encoder life: created, finished and closed on the pool thread that runs the stream's codec
+    # calls (one at a time), or closed on the loop when no call is running. Never by the GC.
+    def _create_encoder(self, rate: int) -> None:
+        self._encoder = self._make_encoder(rate)
+        self._metrics.encoders.inc()
+
+    def _finish_encoder(self) -> tuple[Any, float]:
+        """The tail; the encoder is freed at once, not when the owner gets round to closing."""
+        data = self._encoder.finish()
+        seconds = self._encoder.output_seconds
+        self._close_encoder()
+        return data, seconds
 
     def _close_encoder(self) -> None:
         encoder, self._encoder = self._encoder, None

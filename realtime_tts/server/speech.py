@@ -236,6 +236,11 @@ class SpeechStream:
             self._pump()
 
     @property
+    def waiting_for_text(self) -> bool:
+        """Everything cut so far was read: nothing more until the client sends text (or ends)."""
+        return self.open and not self._items and self._refusal is None
+
+    @property
     def lead_s(self) -> float:
         """Audio read by the owner and not yet consumed by the client."""
         return max(0.0, self._read_s - self._consumed_s)

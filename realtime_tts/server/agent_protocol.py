@@ -208,7 +208,8 @@ class AgentStreamProtocol:
             raise StreamError("config_locked", "config can only change while no context is open or playing "
                               "(send it first, or after the last 'done')")
         config = self.config
-        output = msg.get("output") or {}
+        output = msg.get("output")
+        output = {} if output is None else output
         if not isinstance(output, dict):
             raise StreamError("invalid_field", "'output' must be an object like "
                               "{\"encoding\":\"pcm_s16le\",\"sample_rate\":24000}", param="output")

@@ -55,9 +55,16 @@ async def start_speech(ctx, text: str, options: SynthesisOptions, *, endpoint: s
         if not stream.segments:
             raise invalid("the text has nothing speakable in it", param="input", code="empty_input")
     except BaseException:
-        await stream.aclose()
+        await release(ctx, stream)
         raise
     return stream
+
+
+async def release(ctx, stream: SpeechStream) -> None:
+    """The request is over: its stream closed, and its jobs out of the executor's queue at once."""
+    stream.close()
+    ctx.executor.cancel_owner(stream.owner)  # one owner per request
+    await stream.aclose()
 
 
 def failure_error(failure: Failure) -> ApiError:
@@ -79,11 +86,11 @@ async def first_sentence(ctx, stream: SpeechStream, endpoint: str) -> Sentence:
     try:
         event = await stream.next()
     except BaseException:
-        await stream.aclose()
+        await release(ctx, stream)
         raise
     if isinstance(event, Sentence):
         return event
-    await stream.aclose()
+    await release(ctx, stream)
     ctx.metrics.error(f"{endpoint}_synthesis")
     if isinstance(event, Failure):
         raise failure_error(event)
@@ -101,7 +108,7 @@ async def collect(ctx, stream: SpeechStream, first: Sentence, endpoint: str) -> 
             if isinstance(event, (Sentence, Tail)) and event.data:
                 pieces.append(event.data)
     finally:
-        await stream.aclose()
+        await release(ctx, stream)
     return b"".join(pieces)
 
 
@@ -130,7 +137,7 @@ class SpeechResponse:
                 for task in (body, watch):
                     task.cancel()
                 await asyncio.gather(body, watch, return_exceptions=True)
-                await self.stream.aclose()
+                await release(self.ctx, self.stream)
 
     async def _watch(self, receive) -> None:
         while (await receive())["type"] != "http.disconnect":

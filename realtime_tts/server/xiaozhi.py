@@ -238,6 +238,7 @@ class XiaozhiSession:
         self._closing = False
         self._socket_closed = False
         self._speaker: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None
 
     # --- protocol state, for the control API and tests -----------------------------------------
     version = property(lambda self: self.protocol.version)
@@ -332,13 +333,22 @@ class XiaozhiSession:
     # --- connection lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         await self.ws.accept()
+        # The reader is a task of its own so that a write timeout in the speaker can stop it:
+        # a client that does not read may not send either, and nothing else would wake it.
+        self._reader = asyncio.create_task(self._read(), name=f"xiaozhi-reader-{self.session_id[:8]}")
+        try:
+            await asyncio.wait({self._reader})
+        finally:
+            self._reader.cancel()
+            await asyncio.wait({self._reader})
+            await self._cleanup()
+
+    async def _read(self) -> None:
         try:
             if await self._perform(self.protocol.connect()) and await self._handshake():
                 await self._read_loop()
         except ConnectionGone:
             pass
-        finally:
-            await self._cleanup()
 
     async def _cleanup(self) -> None:
         self._closing = True
@@ -500,6 +510,8 @@ class XiaozhiSession:
         if self.current_turn is not None:
             self.current_turn.cancel("closed")
         await self._close_socket(1008, f"write timeout: nothing was read for {timeout:g} s")
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()  # the session ends now, whatever the client does
 
     async def _close_socket(self, code: int, reason: str) -> None:
         if self._socket_closed:

@@ -115,7 +115,7 @@ class StreamSession:
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         tasks = [asyncio.create_task(self._read(), name=f"{self.owner}-reader"),
-                 asyncio.create_task(self._play(), name=f"{self.owner}-player"),
+                 asyncio.create_task(ContextPlayer(self).run(), name=f"{self.owner}-player"),
                  asyncio.create_task(self._write(), name=f"{self.owner}-writer"),
                  asyncio.create_task(self._watch_idle(), name=f"{self.owner}-watchdog")]
         try:
@@ -274,73 +274,6 @@ class StreamSession:
         context.stream.close()
         await self._perform(self.protocol.failed(context.cid, code, message, **extra))
 
-    # --- player: contexts in creation order, segments in text order ---------------------------
-    async def _play(self) -> None:
-        while True:
-            context = await self.order.get()
-            self.current = context
-            try:
-                await self._play_context(context)
-            finally:
-                self.current = None
-                context.stream.close()
-                self.contexts.pop(context.cid, None)
-                self.protocol.retired()
-                self.last_activity = time.monotonic()
-
-    async def _play_context(self, context: _Context) -> None:
-        seq, events = 0, self.protocol.config.sentence_events
-        async for event in context.stream:
-            if isinstance(event, Sentence):
-                if events:
-                    await self._send_for(context, {"type": "sentence_start", "context_id": context.cid,
-                                                   "index": event.index, "text": event.text,
-                                                   "audio_ms": round(event.offset * 1000)})
-                seq = await self._send_frames(context, seq, event.data)
-                if events:
-                    await self._send_for(context, {"type": "sentence_end", "context_id": context.cid,
-                                                   "index": event.index, "duration_ms": round(event.duration * 1000)})
-            elif isinstance(event, Marker):
-                await self._send_for(context, {"type": "flushed", "context_id": context.cid, "flush_id": event.value})
-            elif isinstance(event, Failure):
-                await self._lost(context, event)
-                return
-            elif isinstance(event, Tail):
-                seq = await self._send_frames(context, seq, event.data or [])
-                await self._perform(self.protocol.done(context.cid, audio_ms=seq * context.output.frame_ms,
-                                                       sentences=len(context.stream.segments)))
-                return
-
-    async def _lost(self, context: _Context, failure: Failure) -> None:
-        error = failure.error
-        if isinstance(error, ExecutorBusy):
-            await self._fail(context, "server_busy", f"{error}; this context was stopped, retry later")
-        elif isinstance(error, (ExecutorClosed, Cancelled)) and not self.ctx.ready.is_set():
-            await self._fail(context, "shutting_down", "the server is shutting down")
-            await self._close(CLOSE_GOING_AWAY, "server shutting down")
-        elif isinstance(error, Cancelled):
-            await self._fail(context, "synthesis_cancelled", "the server cancelled this context's synthesis",
-                             index=failure.index)
-        else:
-            await self._fail(context, "synthesis_failed", f"sentence {failure.index} could not be synthesized: "
-                             f"{error}", index=failure.index)
-
-    async def _send_frames(self, context: _Context, seq: int, frames: list[bytes]) -> int:
-        for frame in frames:
-            if self.protocol.config.transport == "base64":
-                payload: Any = {"type": "audio", "context_id": context.cid, "seq": seq,
-                                "data": base64.b64encode(frame).decode("ascii")}
-            else:
-                payload = audio_frame(context.slot, seq, frame)
-            await self._send_for(context, payload, audio=True)
-            seq += 1
-        return seq
-
-    async def _send_for(self, context: _Context, payload: Any, *, audio: bool = False) -> None:
-        if context.dropped or self.protocol.is_final(context.cid):
-            return  # nothing of a context follows its ``cancelled`` or ``error``
-        await self.outbox.put(_Out(payload, context, audio))
-
     async def _send(self, payload: dict) -> None:
         if payload.get("type") == "error":
             self.ctx.metrics.error(f"stream_{payload['code']}")
@@ -399,6 +332,84 @@ class StreamSession:
                                              "{\"type\":\"keepalive\"} to keep the socket open)").payload())
                 await self._close(CLOSE_NORMAL, "idle timeout")
                 return  # the writer sends the close; the client's answer ends the session
+
+
+class ContextPlayer:
+    """The player task of one socket: contexts strictly in creation order, each stream's events
+    turned into ``sentence_start``, audio frames, ``sentence_end``, ``flushed`` and ``done``."""
+
+    def __init__(self, session: StreamSession) -> None:
+        self.session = session
+
+    async def run(self) -> None:
+        session = self.session
+        while True:
+            context = await session.order.get()
+            session.current = context
+            try:
+                await self._play_context(context)
+            finally:
+                session.current = None
+                context.stream.close()
+                session.contexts.pop(context.cid, None)
+                session.protocol.retired()
+                session.last_activity = time.monotonic()
+
+    async def _play_context(self, context: _Context) -> None:
+        session = self.session
+        seq, events = 0, session.protocol.config.sentence_events
+        async for event in context.stream:
+            if isinstance(event, Sentence):
+                if events:
+                    await self._send_for(context, {"type": "sentence_start", "context_id": context.cid,
+                                                   "index": event.index, "text": event.text,
+                                                   "audio_ms": round(event.offset * 1000)})
+                seq = await self._send_frames(context, seq, event.data)
+                if events:
+                    await self._send_for(context, {"type": "sentence_end", "context_id": context.cid,
+                                                   "index": event.index, "duration_ms": round(event.duration * 1000)})
+            elif isinstance(event, Marker):
+                await self._send_for(context, {"type": "flushed", "context_id": context.cid, "flush_id": event.value})
+            elif isinstance(event, Failure):
+                await self._lost(context, event)
+                return
+            elif isinstance(event, Tail):
+                seq = await self._send_frames(context, seq, event.data or [])
+                await session._perform(session.protocol.done(
+                    context.cid, audio_ms=seq * context.output.frame_ms, sentences=len(context.stream.segments)))
+                return
+
+    async def _lost(self, context: _Context, failure: Failure) -> None:
+        session, error = self.session, failure.error
+        if isinstance(error, ExecutorBusy):
+            await session._fail(context, "server_busy", f"{error}; this context was stopped, retry later")
+        elif isinstance(error, ExecutorClosed) or (isinstance(error, Cancelled) and not session.ctx.ready.is_set()):
+            await session._fail(context, "shutting_down", "the server is shutting down")
+            await session._close(CLOSE_GOING_AWAY, "server shutting down")
+        elif isinstance(error, Cancelled):
+            await session._fail(context, "synthesis_cancelled", "the server cancelled this context's synthesis",
+                                index=failure.index)
+        else:
+            await session._fail(context, "synthesis_failed",
+                                f"sentence {failure.index} could not be synthesized: {error}", index=failure.index)
+
+    async def _send_frames(self, context: _Context, seq: int, frames: list[bytes]) -> int:
+        session = self.session
+        for frame in frames:
+            if session.protocol.config.transport == "base64":
+                payload: Any = {"type": "audio", "context_id": context.cid, "seq": seq,
+                                "data": base64.b64encode(frame).decode("ascii")}
+            else:
+                payload = audio_frame(context.slot, seq, frame)
+            await self._send_for(context, payload, audio=True)
+            seq += 1
+        return seq
+
+    async def _send_for(self, context: _Context, payload: Any, *, audio: bool = False) -> None:
+        session = self.session
+        if context.dropped or session.protocol.is_final(context.cid):
+            return  # nothing of a context follows its ``cancelled`` or ``error``
+        await session.outbox.put(_Out(payload, context, audio))
 
 
 def stream_routes(ctx) -> list:

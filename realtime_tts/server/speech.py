@@ -135,9 +135,8 @@ class SpeechStream:
         self.segments: list[str] = []  # every segment cut so far, in order
         self.chars = 0
         self._executor = ctx.executor
-        self._codec = ctx.codec
         self._metrics = ctx.metrics
-        self._make_encoder = encoder
+        self._codec = StreamCodec(ctx.codec, ctx.metrics, encoder)
         self._silence_s = settings.silence_ms / 1000
         self._max_lead_s = settings.max_lead_s if max_lead_s is None else max_lead_s
         self._ack_on_read = ack_on_read
@@ -154,8 +153,6 @@ class SpeechStream:
         self._end_after_s = end_after_s
         self._flush_timer: asyncio.TimerHandle | None = None
         self._end_timer: asyncio.TimerHandle | None = None
-        self._encoder: Encoder | None = None
-        self._codec_call: concurrent.futures.Future | None = None
         self.paused = paused  # cuts text but submits nothing until ``resume`` (a turn queued behind another)
         self.ended = False  # no more text
         self.cancelled = False
@@ -296,18 +293,12 @@ class SpeechStream:
         self._closed = True
         self._metrics.speech_streams.dec()
         self._wakeup.set()
-        call = self._codec_call
-        if call is not None and not call.done():
-            call.add_done_callback(lambda _call: self._close_encoder())
-        else:
-            self._close_encoder()
+        self._codec.close()
 
     async def aclose(self) -> None:
         """``close``, then wait until the encoder is actually freed (safe under cancellation)."""
         self.close()
-        call = self._codec_call
-        if call is not None and not call.done():
-            await asyncio.shield(asyncio.wrap_future(call))
+        await self._codec.closed()
 
     # --- internals --------------------------------------------------------------------------------
     def _require_open(self, action: str) -> None:
@@ -363,23 +354,15 @@ class SpeechStream:
             return self._lost(seg, e)
         if self.cancelled or self._closed:
             return None
-        if self._encoder is None:
-            await self._run(self._create_encoder, audio.sample_rate)
-            if self.cancelled or self._closed:
-                return None
-        if audio.sample_rate != self._encoder.input_rate:
-            return self._lost(seg, EngineError(f"engine returned {audio.sample_rate} Hz audio, expected "
-                                               f"{self._encoder.input_rate}"))
-        before = self._encoder.output_seconds
         try:
-            data = await self._run(self._encoder.segment, audio.pcm)
-        except ValueError as e:  # unusable engine output (NaN, wrong shape): this segment only
-            return self._lost(seg, EngineError(f"unusable audio: {e}"))
-        if self.cancelled or self._closed:
+            encoded = await self._codec.encode(audio.pcm, audio.sample_rate)
+        except (ValueError, EngineError) as e:  # unusable engine output (NaN, rate): this segment only
+            return self._lost(seg, e if isinstance(e, EngineError) else EngineError(f"unusable audio: {e}"))
+        if encoded is None or self.cancelled or self._closed:
             return None
+        data, seconds = encoded
         self._items.popleft()
         self._ahead -= 1
-        seconds = self._encoder.output_seconds - before
         self._read_s += seconds
         offset, self._offset_s = self._offset_s, self._offset_s + audio.duration + self._silence_s
         self._pump()
@@ -393,39 +376,9 @@ class SpeechStream:
 
     async def _tail(self) -> Event | None:
         self.finished = True
-        if self._encoder is None:  # nothing was ever spoken
-            return Tail(None, 0.0)
-        before = self._encoder.output_seconds
-        data, after = await self._run(self._finish_encoder)
-        self._read_s += after - before
-        return Tail(data, after - before)
-
-    async def _run(self, fn, *args):
-        """One codec call on the shared pool; remembered so ``aclose`` can wait for it."""
-        self._codec_call = self._codec.submit(fn, *args)
-        return await asyncio.wrap_future(self._codec_call)
-
-    # Encoder life: created, finished and closed on the pool thread that runs the stream's codec
-    # calls (one at a time), or closed on the loop when no call is running. Never by the GC.
-    def _create_encoder(self, rate: int) -> None:
-        self._encoder = self._make_encoder(rate)
-        self._metrics.encoders.inc()
-
-    def _finish_encoder(self) -> tuple[Any, float]:
-        """The tail; the encoder is freed at once, not when the owner gets round to closing."""
-        data = self._encoder.finish()
-        seconds = self._encoder.output_seconds
-        self._close_encoder()
-        return data, seconds
-
-    def _close_encoder(self) -> None:
-        encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            try:
-                encoder.close()  # drops native references only: cheap, no codec work
-            except Exception:
-                log.exception("closing an audio encoder failed")
-            self._metrics.encoders.dec()
+        data, seconds = await self._codec.finish()
+        self._read_s += seconds
+        return Tail(data, seconds)
 
     def _arm_timers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -447,3 +400,76 @@ class SpeechStream:
         if timer is not None:
             timer.cancel()
             setattr(self, name, None)
+
+
+class StreamCodec:
+    """One stream's encoder on the shared codec pool: created on the first audio, driven one call
+    at a time, freed with the tail or on ``close`` at once, or, when a call is still running on
+    the pool, the moment it returns. Never by the garbage collector. Counted on
+    ``rtts_live_encoders`` while it lives."""
+
+    def __init__(self, pool, metrics, factory: EncoderFactory) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._factory = factory
+        self._encoder: Encoder | None = None
+        self._call: concurrent.futures.Future | None = None
+        self._closed = False
+
+    async def encode(self, pcm, rate: int) -> tuple[Any, float] | None:
+        """(encoded data, its seconds); None if the codec was closed meanwhile. ``ValueError`` for
+        unusable PCM, ``EngineError`` for a sample rate other than the first segment's."""
+        if self._encoder is None:
+            await self._run(self._create, rate)
+        encoder = self._encoder
+        if encoder is None or self._closed:
+            return None
+        if rate != encoder.input_rate:
+            raise EngineError(f"engine returned {rate} Hz audio, expected {encoder.input_rate}")
+        before = encoder.output_seconds
+        data = await self._run(encoder.segment, pcm)
+        return data, encoder.output_seconds - before
+
+    async def finish(self) -> tuple[Any, float]:
+        """The encoder's last bytes (None if nothing was ever encoded); the encoder is freed."""
+        if self._encoder is None or self._closed:
+            return None, 0.0
+        return await self._run(self._finish)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._call is not None and not self._call.done():
+            self._call.add_done_callback(lambda _call: self._free())
+        else:
+            self._free()
+
+    async def closed(self) -> None:
+        """Wait until a call still running on the pool has returned (and the encoder is freed)."""
+        if self._call is not None and not self._call.done():
+            await asyncio.shield(asyncio.wrap_future(self._call))
+
+    async def _run(self, fn, *args):
+        self._call = self._pool.submit(fn, *args)
+        return await asyncio.wrap_future(self._call)
+
+    # On the pool thread (one call at a time per stream), or on the loop when no call runs.
+    def _create(self, rate: int) -> None:
+        self._encoder = self._factory(rate)
+        self._metrics.encoders.inc()
+
+    def _finish(self) -> tuple[Any, float]:
+        encoder = self._encoder
+        before = encoder.output_seconds
+        data = encoder.finish()
+        seconds = encoder.output_seconds - before
+        self._free()  # the tail is out: freed now, not when the owner gets round to closing
+        return data, seconds
+
+    def _free(self) -> None:
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            try:
+                encoder.close()  # drops native references only: cheap, no codec work
+            except Exception:
+                log.exception("closing an audio encoder failed")
+            self._metrics.encoders.dec()

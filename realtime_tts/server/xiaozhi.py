@@ -208,6 +208,64 @@ class ConnectionGone(Exception):
 
 # --- one connection ------------------------------------------------------------------------
 
+class DeviceSocket:
+    """The only way to a device's socket: JSON messages (with the session id), audio frames and
+    the close, one write at a time, each bounded by ``write_timeout_s``. A device that accepts
+    nothing for that long is closed with 1008 and ``on_timeout`` ends its session."""
+
+    def __init__(self, ctx, ws: WebSocket, session_id: str, name: str, on_timeout) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.session_id = session_id
+        self.name = name  # the device id, for logs
+        self.on_timeout = on_timeout
+        self.closing = False
+        self.last_write = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def send_json(self, message: dict) -> None:
+        text = json.dumps({**message, "session_id": self.session_id}, ensure_ascii=False)
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json(error_message(code, message))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame once (best effort: the client may be gone, or not reading)."""
+        self.closing = True
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code, reason.encode()[:120].decode(errors="ignore")),
+                                   CLOSE_TIMEOUT_S)
+
+    async def _send(self, message: dict) -> None:
+        if self.closing:
+            raise ConnectionGone()
+        timeout = self.ctx.settings.write_timeout_s
+        async with self._lock:
+            try:
+                await asyncio.wait_for(self.ws.send(message), timeout)
+            except asyncio.TimeoutError:
+                await self._timed_out(timeout)
+                raise ConnectionGone() from None
+            except Exception as e:  # client gone mid-send (disconnect, reset)
+                raise ConnectionGone() from e
+        self.last_write = time.monotonic()
+
+    async def _timed_out(self, timeout: float) -> None:
+        self.ctx.metrics.write_timeouts.labels("xiaozhi").inc()
+        log.warning("xiaozhi %s: the device accepted nothing for %g s; dropping it", self.name or "?", timeout)
+        self.closing = True
+        self.on_timeout()
+        await self.close(1008, f"write timeout: nothing was read for {timeout:g} s")
+
+
 class XiaozhiSession:
     """One connected device. Public: ``device_id``, ``client_id``, ``session_id``, ``version``,
     ``features``, ``uplink_audio_params``, ``listen_state``, ``listen_mode``, ``connected_at``,
@@ -234,9 +292,8 @@ class XiaozhiSession:
         self._hello_at: float | None = None
         self._t0 = time.monotonic()  # session clock for v2 timestamps
         self._last_activity = time.monotonic()
-        self._send_lock = asyncio.Lock()
         self._closing = False
-        self._socket_closed = False
+        self.socket = DeviceSocket(ctx, websocket, self.session_id, self.device_id, self._write_timed_out)
         self._speaker: asyncio.Task | None = None
         self._reader: asyncio.Task | None = None
 
@@ -295,7 +352,7 @@ class XiaozhiSession:
             dropped += 1
         else:
             with contextlib.suppress(ConnectionGone):
-                await self._send_json({"type": "tts", "state": "stop"})
+                await self.socket.send_json({"type": "tts", "state": "stop"})
         return dropped
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -308,7 +365,7 @@ class XiaozhiSession:
             self.current_turn.cancel("closed")
         if self._speaker is not None:
             self._speaker.cancel()
-        await self._close_socket(code, reason)
+        await self.socket.close(code, reason)
 
     def _new_turn(self, options: SynthesisOptions, emotion_label: str | None) -> Turn:
         if self._closing:
@@ -363,7 +420,7 @@ class XiaozhiSession:
             await current.stream.aclose()
         if self.device_id and self.ctx.devices.get(self.device_id) is self:
             del self.ctx.devices[self.device_id]
-        await self._close_socket(1000, "")
+        await self.socket.close(1000, "")
         log.info("xiaozhi %s: disconnected", self.device_id or "?")
 
     async def _receive(self, timeout: float) -> dict | None:
@@ -389,11 +446,12 @@ class XiaozhiSession:
     async def _read_loop(self) -> None:
         idle = self.ctx.settings.xiaozhi_idle_timeout_s
         while not self._closing:
-            message = await self._receive(self._last_activity + idle - time.monotonic())
+            last = max(self._last_activity, self.socket.last_write)
+            message = await self._receive(last + idle - time.monotonic())
             if message is None:
                 if self.current_turn is not None or self.queued_turns:
                     self._last_activity = time.monotonic()  # a turn waiting for slow synthesis is not idle
-                elif time.monotonic() - self._last_activity >= idle:
+                elif time.monotonic() - max(self._last_activity, self.socket.last_write) >= idle:
                     await self._perform(self.protocol.idle(idle))
                     return
                 continue
@@ -417,7 +475,7 @@ class XiaozhiSession:
             if getattr(action, "metric", None):
                 self.ctx.metrics.error(action.metric)
             if isinstance(action, proto.Send):
-                await self._send_json(action.message)
+                await self.socket.send_json(action.message)
             elif isinstance(action, proto.Close):
                 log.info("xiaozhi %s: closing (%d): %s", self.device_id or "?", action.code, action.reason)
                 await self.close(action.code, action.reason)
@@ -432,10 +490,20 @@ class XiaozhiSession:
                 await self._on_speak(action.fields, action.more)
         return True
 
+    def _write_timed_out(self) -> None:
+        """The device stopped reading: everything of this session stops now."""
+        self._closing = True
+        self._drop_queued("closed")
+        if self.current_turn is not None:
+            self.current_turn.cancel("closed")
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()  # a client that does not read may not send either
+
     async def _register(self) -> None:
         if not self.device_id:
             self.device_id = f"anonymous-{self.session_id[:8]}"
             log.warning("xiaozhi: a device connected without Device-Id; calling it %s", self.device_id)
+            self.socket.name = self.device_id
         self._hello_at = time.monotonic()
         previous = self.ctx.devices.get(self.device_id)
         self.ctx.devices[self.device_id] = self
@@ -462,7 +530,7 @@ class XiaozhiSession:
                 return
             request = await self.ctx.codec.run(parse_speak, self.ctx, fields, allow_empty=more)
             for warning in request.warnings:
-                await self._send_json({"type": "warning", "code": "speed_clamped", "message": warning})
+                await self.socket.send_json({"type": "warning", "code": "speed_clamped", "message": warning})
             if more:
                 self._inband = self.open_turn(request.options, request.emotion_label)
                 self._inband.push(request.text)
@@ -470,57 +538,12 @@ class XiaozhiSession:
                 self.speak(request)
         except ApiError as e:
             self.ctx.metrics.error("xiaozhi_bad_request")
-            await self._send_error(e.code or "invalid_request", e.message)
+            await self.socket.send_error(e.code or "invalid_request", e.message)
         except ExecutorBusy as e:
             self.ctx.metrics.error("busy")
-            await self._send_error("server_busy", str(e))
+            await self.socket.send_error("server_busy", str(e))
         except ExecutorClosed as e:
-            await self._send_error("shutting_down", str(e))
-
-    # --- sending ------------------------------------------------------------------------------------
-    async def _send_json(self, message: dict) -> None:
-        text = json.dumps({**message, "session_id": self.session_id}, ensure_ascii=False)
-        await self._send({"type": "websocket.send", "text": text})
-
-    async def _send_error(self, code: str, message: str) -> None:
-        await self._send_json(error_message(code, message))
-
-    async def _send_bytes(self, data: bytes) -> None:
-        await self._send({"type": "websocket.send", "bytes": data})
-
-    async def _send(self, message: dict) -> None:
-        if self._closing:
-            raise ConnectionGone()
-        timeout = self.ctx.settings.write_timeout_s
-        async with self._send_lock:
-            try:
-                await asyncio.wait_for(self.ws.send(message), timeout)
-            except asyncio.TimeoutError:
-                await self._write_timed_out(timeout)
-                raise ConnectionGone() from None
-            except Exception as e:  # client gone mid-send (disconnect, reset)
-                raise ConnectionGone() from e
-        self._last_activity = time.monotonic()
-
-    async def _write_timed_out(self, timeout: float) -> None:
-        self.ctx.metrics.write_timeouts.labels("xiaozhi").inc()
-        log.warning("xiaozhi %s: the device accepted nothing for %g s; dropping it", self.device_id or "?", timeout)
-        self._closing = True
-        self._drop_queued("closed")
-        if self.current_turn is not None:
-            self.current_turn.cancel("closed")
-        await self._close_socket(1008, f"write timeout: nothing was read for {timeout:g} s")
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()  # the session ends now, whatever the client does
-
-    async def _close_socket(self, code: int, reason: str) -> None:
-        if self._socket_closed:
-            return
-        self._socket_closed = True
-        with contextlib.suppress(Exception):  # the client may be gone already, or not reading
-            await asyncio.wait_for(self.ws.close(code, reason.encode()[:120].decode(errors="ignore")),
-                                   CLOSE_TIMEOUT_S)
-
+            await self.socket.send_error("shutting_down", str(e))
 
 class TurnPlayer:
     """The speaker task of one session: plays its turns in order, each in a playback task."""
@@ -556,7 +579,7 @@ class TurnPlayer:
                 turn.cancel("aborted")
             if turn.state == "aborted":  # barge-in: the device waits for stop
                 try:
-                    await session._send_json({"type": "tts", "state": "stop"})
+                    await session.socket.send_json({"type": "tts", "state": "stop"})
                 except ConnectionGone:
                     return
 
@@ -574,10 +597,10 @@ class TurnPlayer:
         turn.state = "speaking"
         turn.stream.resume()
         await self._wait_until_listening()
-        await session._send_json({"type": "tts", "state": "start"})
+        await session.socket.send_json({"type": "tts", "state": "start"})
         not_before = time.monotonic() + START_GAP_S
         if turn.emotion_label:
-            await session._send_json({"type": "llm", "emotion": turn.emotion_label,
+            await session.socket.send_json({"type": "llm", "emotion": turn.emotion_label,
                                       "text": EMOJI.get(turn.emotion_label, "🙂")})
         pacer = Pacer(frame_ms=FRAME_MS, prebuffer_packets=settings.xiaozhi_prebuffer_packets,
                       max_lead_ms=settings.xiaozhi_max_lead_ms)
@@ -593,7 +616,7 @@ class TurnPlayer:
             return
         if pacer.drained_at is not None:
             await asyncio.sleep(max(0.0, pacer.drained_at + STOP_MARGIN_S - time.monotonic()))
-        await session._send_json({"type": "tts", "state": "stop"})
+        await session.socket.send_json({"type": "tts", "state": "stop"})
         turn.finish("done")
 
     async def _lost(self, turn: Turn, failure: Failure) -> bool:
@@ -603,12 +626,12 @@ class TurnPlayer:
         if isinstance(error, (ExecutorBusy, ExecutorClosed)):
             self.ctx.metrics.error("busy" if isinstance(error, ExecutorBusy) else "xiaozhi_shutting_down")
             code = "server_busy" if isinstance(error, ExecutorBusy) else "shutting_down"
-            await session._send_error(code, str(error))
+            await session.socket.send_error(code, str(error))
             return False
         if not isinstance(error, Cancelled):  # cancelled by the executor: nothing to tell the device
             log.warning("xiaozhi %s: segment %r failed: %s", session.device_id, failure.text[:60], error)
             self.ctx.metrics.error("engine_error")
-            await session._send_error("engine_error", f"synthesis failed for {failure.text[:60]!r}: {error}")
+            await session.socket.send_error("engine_error", f"synthesis failed for {failure.text[:60]!r}: {error}")
         return True
 
     async def _send_packets(self, turn: Turn, packets: list[bytes], pacer: Pacer, not_before: float,
@@ -620,10 +643,10 @@ class TurnPlayer:
             if wait > 0:
                 await asyncio.sleep(wait)
             if subtitle is not None:
-                await session._send_json({"type": "tts", "state": "sentence_start", "text": subtitle})
+                await session.socket.send_json({"type": "tts", "state": "sentence_start", "text": subtitle})
                 subtitle = None
             timestamp = int((time.monotonic() - session._t0) * 1000)
-            await session._send_bytes(pack_audio(session.version, packet, timestamp))
+            await session.socket.send_bytes(pack_audio(session.version, packet, timestamp))
             pacer.sent()
             turn.stream.acknowledge(pacer.packets * pacer.frame_s - pacer.lead())  # played on the device
             if turn.first_audio_at is None:

@@ -143,7 +143,7 @@ def openai_routes(ctx) -> list[Route]:
         if not req.stream:
             data = await collect(ctx, stream, first, "openai")
             if req.container == "wav":  # exact sizes in the header: strict readers like it
-                data = wav_file(data, req.sample_rate)
+                data = await ctx.codec.run(wav_file, data, req.sample_rate)
             metrics.observe_ttfa("openai", time.monotonic() - t0)
             return Response(data, media_type=req.media_type, headers=req.headers)
         return SpeechResponse(ctx, stream, first, endpoint="openai", media_type=req.media_type,

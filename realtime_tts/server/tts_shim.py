@@ -97,7 +97,7 @@ def shim_routes(ctx) -> list[Route]:
         with metrics.connection("tts_url"):
             pcm = await collect(ctx, stream, first, "tts_url")
         metrics.observe_ttfa("tts_url", time.monotonic() - t0)
-        return Response(wav_file(pcm, rate), media_type="audio/wav", headers=headers)
+        return Response(await ctx.codec.run(wav_file, pcm, rate), media_type="audio/wav", headers=headers)
 
     @api_endpoint
     async def speakers(request: Request):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -50,12 +51,32 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# Credentials in URLs: uvicorn logs every request and WebSocket with its query string.
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api_key|authorization|token|access_token)=)[^&\s\"']*")
+
+
+def redact(text: str) -> str:
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Masks ``api_key=`` and the like in URLs before a record is written anywhere."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def configure_logging(fmt: str = "text", level: str | int = "INFO", stream=None) -> logging.Handler:
     """Route the root logger (and uvicorn's loggers) to one handler in the chosen format."""
     if fmt not in ("text", "json"):
         raise ValueError(f"log format must be text or json, got {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -55,7 +55,7 @@ from .http_errors import ApiError, invalid
 from .pacing import Pacer
 from .params import parse_emotion, parse_speed, require_text, resolve_voice
 from .speech import Failure, Sentence, SpeechStream, Tail
-from .xiaozhi_protocol import (FRAME_MS, SAMPLE_RATE, AudioFrame, FrameError, XiaozhiProtocol, error_message,
+from .xiaozhi_protocol import (FRAME_MS, SAMPLE_RATE, AudioFrame, DeviceError, FrameError, XiaozhiProtocol,
                                pack_audio, parse_version, unpack_audio)
 
 __all__ = ["AudioFrame", "FrameError", "SpeakRequest", "Turn", "XiaozhiSession", "pack_audio", "parse_speak",
@@ -228,8 +228,8 @@ class DeviceSocket:
         text = json.dumps({**message, "session_id": self.session_id}, ensure_ascii=False)
         await self._send({"type": "websocket.send", "text": text})
 
-    async def send_error(self, code: str, message: str) -> None:
-        await self.send_json(error_message(code, message))
+    async def send_error(self, error: DeviceError) -> None:
+        await self.send_json(error.payload())
 
     async def send_bytes(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "bytes": data})
@@ -538,12 +538,12 @@ class XiaozhiSession:
                 self.speak(request)
         except ApiError as e:
             self.ctx.metrics.error("xiaozhi_bad_request")
-            await self.socket.send_error(e.code or "invalid_request", e.message)
+            await self.socket.send_error(DeviceError(e.code or "invalid_request", e.message))
         except ExecutorBusy as e:
             self.ctx.metrics.error("busy")
-            await self.socket.send_error("server_busy", str(e))
+            await self.socket.send_error(DeviceError("server_busy", str(e)))
         except ExecutorClosed as e:
-            await self.socket.send_error("shutting_down", str(e))
+            await self.socket.send_error(DeviceError("shutting_down", str(e)))
 
 class TurnPlayer:
     """The speaker task of one session: plays its turns in order, each in a playback task."""
@@ -626,12 +626,13 @@ class TurnPlayer:
         if isinstance(error, (ExecutorBusy, ExecutorClosed)):
             self.ctx.metrics.error("busy" if isinstance(error, ExecutorBusy) else "xiaozhi_shutting_down")
             code = "server_busy" if isinstance(error, ExecutorBusy) else "shutting_down"
-            await session.socket.send_error(code, str(error))
+            await session.socket.send_error(DeviceError(code, str(error)))
             return False
         if not isinstance(error, Cancelled):  # cancelled by the executor: nothing to tell the device
             log.warning("xiaozhi %s: segment %r failed: %s", session.device_id, failure.text[:60], error)
             self.ctx.metrics.error("engine_error")
-            await session.socket.send_error("engine_error", f"synthesis failed for {failure.text[:60]!r}: {error}")
+            await session.socket.send_error(
+                DeviceError("engine_error", f"synthesis failed for {failure.text[:60]!r}: {error}"))
         return True
 
     async def _send_packets(self, turn: Turn, packets: list[bytes], pacer: Pacer, not_before: float,

@@ -12,7 +12,7 @@ performs the actions it returns, in order:
 * ``Listening(state, mode)``: the device sent ``listen``: turns may start;
 * ``Abort(reason)``: barge-in;
 * ``Speak(fields, more)``: an in-band ``speak``; the session parses the speech fields (voice,
-  emotion, speed need the voice library) and answers errors with ``error_message``.
+  emotion, speed need the voice library) and answers its errors with ``DeviceError``.
 
 Every text frame is read with the bounded reader (``inputs.loads_json``: size, depth, number
 length, lone surrogates, NFC) and every field the protocol uses is type-checked, so anything a
@@ -138,8 +138,16 @@ class Speak:
 Action = Send | Close | Opened | Listening | Abort | Speak
 
 
-def error_message(code: str, message: str) -> dict:
-    return {"type": "error", "code": code, "message": message}
+class DeviceError(Exception):
+    """Something the device sent or asked for that cannot be served: an ``error`` message to it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def payload(self) -> dict:
+        return {"type": "error", "code": self.code, "message": self.message}
 
 
 class XiaozhiProtocol:
@@ -183,8 +191,9 @@ class XiaozhiProtocol:
             self.bad_frames += 1
             if self.bad_frames % BAD_FRAME_REPORT_EVERY != 1:
                 return []
-            return [Send(error_message("invalid_frame", f"{e} (protocol version {self.version}; "
-                                       f"{self.bad_frames} malformed frame(s) dropped so far)"), "xiaozhi_bad_frame")]
+            return [Send(DeviceError("invalid_frame", f"{e} (protocol version {self.version}; "
+                                     f"{self.bad_frames} malformed frame(s) dropped so far)").payload(),
+                         "xiaozhi_bad_frame")]
         self.uplink_frames += 1  # TTS only: uplink audio is accepted and dropped
         return []
 
@@ -197,25 +206,25 @@ class XiaozhiProtocol:
             if self.state == AWAIT_HELLO:
                 return self._close(1008, f"expected a hello message first, got an unreadable frame: {e.message}",
                                    "xiaozhi_bad_hello")
-            return [Send(error_message(e.code, e.message), "xiaozhi_bad_message")]
+            return [Send(DeviceError(e.code, e.message).payload(), "xiaozhi_bad_message")]
         if self.state == AWAIT_HELLO:
             return self._first_message(message)
         if not isinstance(message, dict):
-            return [Send(error_message("invalid_message", "a JSON message must be an object with a 'type'"),
+            return [Send(DeviceError("invalid_message", "a JSON message must be an object with a 'type'").payload(),
                          "xiaozhi_bad_message")]
         kind = message.get("type")
         if kind is None:
-            return [Send(error_message("invalid_message", "message has no 'type'"), "xiaozhi_bad_message")]
+            return [Send(DeviceError("invalid_message", "message has no 'type'").payload(), "xiaozhi_bad_message")]
         if not isinstance(kind, str):
-            return [Send(error_message("invalid_message", f"'type' must be a string, got {_kind(kind)}"),
+            return [Send(DeviceError("invalid_message", f"'type' must be a string, got {_kind(kind)}").payload(),
                          "xiaozhi_bad_message")]
         handler = self._HANDLERS.get(kind)
         if handler is None:
-            return [Send(error_message("unknown_type", f"unknown message type {kind[:40]!r} ignored"))]
+            return [Send(DeviceError("unknown_type", f"unknown message type {kind[:40]!r} ignored").payload())]
         try:
             return handler(self, message)
         except _FieldError as e:
-            return [Send(error_message("invalid_field", str(e)), "xiaozhi_bad_message")]
+            return [Send(DeviceError("invalid_field", str(e)).payload(), "xiaozhi_bad_message")]
 
     # --- messages -------------------------------------------------------------------------------
     def _first_message(self, message: Any) -> list[Action]:

@@ -45,7 +45,8 @@ class Settings:
     compile: bool = opt(False, "IndexTTS2: torch.compile the GPT decode step and the S2M estimator (faster steps; "
                                "start-up compiles for a minute or more)")
     # --- executor ----------------------------------------------------------------
-    max_queue: int = opt(256, "maximum queued segments across all clients before new work is refused as busy")
+    max_queue: int = opt(1024, "maximum queued segments across all clients before new work is refused as busy "
+                               "(each stream keeps at most 4 segments queued or running)")
     max_batch: int = opt(0, "segments synthesized together (IndexTTS2: continuous batching, new segments join "
                             "the running GPT decode; 1: one at a time; 0: automatic, 8 for IndexTTS2 on a "
                             "CUDA GPU, else 1)")
@@ -55,6 +56,15 @@ class Settings:
     max_text_chars: int = opt(4096, "maximum characters of text accepted per request / per context")
     max_buffer_delay_ms: int = opt(1500, "streamed text is auto-flushed after this many ms without new text")
     silence_ms: int = opt(200, "silence inserted between segments (encoded as real audio)")
+    # --- streams: backpressure, codec work, priorities (server/speech.py) -----------
+    max_lead_s: float = opt(10.0, "per stream, synthesis stops starting new segments while this many seconds of "
+                                  "its audio have been made and not yet consumed by the client (bounds memory)")
+    write_timeout_s: float = opt(10.0, "a client that accepts no data for this long is disconnected (WebSocket "
+                                       "close 1008, HTTP stream aborted) and its synthesis cancelled")
+    codec_threads: int = opt(0, "threads for audio encoding, decoding and voice files, off the event loop: one "
+                                "pool shared by every connection (0: min(4, CPU count))")
+    bulk_min_chars: int = opt(300, "whole-file HTTP responses (stream=false, /tts_url) longer than this many "
+                                   "characters run as bulk work: device, agent and streamed requests go first")
     # --- xiaozhi -----------------------------------------------------------------
     xiaozhi_hello_timeout_s: float = opt(10.0, "xiaozhi: close a device that sends no hello within this time")
     xiaozhi_idle_timeout_s: float = opt(180.0, "xiaozhi: close a device connection idle for this long")
@@ -116,6 +126,14 @@ class Settings:
         if self.voice_store and not self.voice_store.startswith("s3://"):
             raise ConfigError(f"voice_store: {self.voice_store!r} is not s3://BUCKET[/PREFIX] (leave it empty for "
                               "the local data directory)")
+        if self.max_lead_s <= 0:
+            raise ConfigError("max_lead_s must be positive")
+        if self.write_timeout_s <= 0:
+            raise ConfigError("write_timeout_s must be positive")
+        if self.codec_threads < 0:
+            raise ConfigError("codec_threads must be 0 (automatic) or at least 1")
+        if self.bulk_min_chars < 0:
+            raise ConfigError("bulk_min_chars must be 0 or more")
         if not (0 <= self.xiaozhi_max_lead_ms <= 1000):
             raise ConfigError("xiaozhi_max_lead_ms must be within 0-1000 (the device drops audio beyond 2.4 s)")
 

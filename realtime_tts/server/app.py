@@ -90,6 +90,7 @@ def create_app(ctx: ServerContext) -> Starlette:
                 with contextlib.suppress(Exception):
                     await session.close(1001, "server shutting down")
             await ctx.executor.close()
+            ctx.codec.shutdown()
 
     routes = [
         *health_routes(ctx),

@@ -44,7 +44,7 @@ def control_routes(ctx) -> list:
     async def speak(request: Request) -> JSONResponse:
         session = _session(ctx, request.path_params["device_id"])
         body = await read_json(request, max(JSON_BODY_LIMIT, 2 * ctx.settings.max_upload_bytes))
-        spoken = parse_speak(ctx, body)
+        spoken = await ctx.codec.run(parse_speak, ctx, body)  # voices may be read from disk
         ahead = session.queued_turns + (session.current_turn is not None)
         turn = session.speak(spoken)
         answer = {"object": "xiaozhi.speak", "device_id": session.device_id, "session_id": session.session_id,

@@ -11,20 +11,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..audio.pcm import float_to_s16le
 from ..engine.base import SynthesisOptions
 from .http_errors import api_endpoint, invalid
-from .openai_api import JSON_BODY_LIMIT, _first_or_error, start_speech, wav_file
+from .http_speech import SpeechResponse, collect, first_sentence, start_speech
+from .openai_api import JSON_BODY_LIMIT, wav_file
 from .params import parse_emotion, parse_speed, read_json, require_text, resolve_voice
 from .voices import decode_clip, merge_clips
 
@@ -71,28 +69,13 @@ def shim_routes(ctx) -> list[Route]:
     async def tts(request: Request):
         fields = await read_json(request, JSON_BODY_LIMIT)
         text = require_text(fields, "text", ctx.settings.max_text_chars)
-        options, headers = await asyncio.to_thread(_options, ctx, fields, "character" if "character" in fields else "voice")
+        options, headers = await ctx.codec.run(_options, ctx, fields, "character" if "character" in fields else "voice")
         t0 = time.monotonic()
-        run = start_speech(ctx, text, options, endpoint="tts", sample_rate=SHIM_RATE)
-        first = await _first_or_error(ctx, run, "tts")
-
-        async def body():
-            with metrics.connection("tts"):
-                sent = False
-                try:
-                    async for pcm in run.pcm(first):
-                        if not sent:
-                            metrics.observe_ttfa("tts", time.monotonic() - t0)
-                            sent = True
-                        yield float_to_s16le(pcm)
-                except Exception as e:
-                    metrics.error("tts_synthesis")
-                    log.warning("/tts stream failed after it started: %s", e)
-                    raise
-
+        stream = await start_speech(ctx, text, options, endpoint="tts", container="pcm_s16le", sample_rate=SHIM_RATE)
+        first = await first_sentence(ctx, stream, "tts")
         headers |= {"X-Sample-Rate": str(SHIM_RATE), "X-Audio-Format": "s16le; channels=1", "Cache-Control": "no-store"}
-        return StreamingResponse(body(), media_type="application/octet-stream", headers=headers,
-                                 background=BackgroundTask(run.cancel))
+        return SpeechResponse(ctx, stream, first, endpoint="tts", media_type="application/octet-stream",
+                              headers=headers, started=t0)
 
     @api_endpoint
     async def tts_url(request: Request):
@@ -105,15 +88,16 @@ def shim_routes(ctx) -> list[Route]:
             return SynthesisOptions(voice=_tts_url_voice(ctx, fields), emotion=opts.emotion, speed=opts.speed,
                                     language=opts.language), headers
 
-        opts, headers = await asyncio.to_thread(options)
+        opts, headers = await ctx.codec.run(options)
         rate = ctx.engine.sample_rate  # index-tts-vllm v2 answers at the model's own rate
         t0 = time.monotonic()
-        run = start_speech(ctx, text, opts, endpoint="tts_url", sample_rate=rate)
-        first = await _first_or_error(ctx, run, "tts_url")
+        stream = await start_speech(ctx, text, opts, endpoint="tts_url", container="pcm_s16le", sample_rate=rate,
+                                    whole_file=True)
+        first = await first_sentence(ctx, stream, "tts_url")
         with metrics.connection("tts_url"):
-            pcm = b"".join([float_to_s16le(chunk) async for chunk in run.pcm(first)])
+            pcm = await collect(ctx, stream, first, "tts_url")
         metrics.observe_ttfa("tts_url", time.monotonic() - t0)
-        return Response(wav_file(pcm, rate), media_type="audio/wav", headers=headers)
+        return Response(await ctx.codec.run(wav_file, pcm, rate), media_type="audio/wav", headers=headers)
 
     @api_endpoint
     async def speakers(request: Request):

@@ -158,7 +158,7 @@ def check_voice_id(voice_id: str) -> str:
 
 
 class VoiceLibrary:
-    """Stored voices. Methods block on disk I/O: call them through ``asyncio.to_thread`` from handlers."""
+    """Stored voices. Methods block on disk I/O: handlers call them on the server's codec pool (``ctx.codec.run``)."""
 
     def __init__(self, data_dir: Path | str, *, min_seconds: float = 0.5, max_seconds: float = 60.0,
                  sweep: bool = True) -> None:
@@ -570,7 +570,7 @@ def voice_routes(ctx) -> list:
         return ctx.voices
 
     async def list_voices(request: Request):
-        await asyncio.to_thread(library().refresh)  # voices another process added show at once
+        await ctx.codec.run(library().refresh)  # voices another process added show at once
         return JSONResponse({"object": "list", "data": [voice_object(m) for m in library().list()]})
 
     async def upload_voice(request: Request):
@@ -591,14 +591,13 @@ def voice_routes(ctx) -> list:
             voice_id = form.get("id") or None
             name = str(form.get("name") or "").strip()[:200]
             filename = upload.filename or ""
-        voice, created = await asyncio.to_thread(library().store, data, voice_id=voice_id, name=name,
-                                                 filename=filename)
+        voice, created = await ctx.codec.run(library().store, data, voice_id=voice_id, name=name, filename=filename)
         # The same clip again answers the voice that already holds it (200), not a duplicate.
         return JSONResponse(voice_object(library().info(voice.id)), status_code=201 if created else 200)
 
     async def get_voice(request: Request):
         meta = library().info(request.path_params["voice_id"])
-        if meta is None and await asyncio.to_thread(library().refresh):
+        if meta is None and await ctx.codec.run(library().refresh):
             meta = library().info(request.path_params["voice_id"])
         if meta is None:
             library().require(request.path_params["voice_id"])  # raises the 404
@@ -611,7 +610,7 @@ def voice_routes(ctx) -> list:
 
     async def delete_voice(request: Request):
         voice_id = request.path_params["voice_id"]
-        if not await asyncio.to_thread(library().delete, voice_id):
+        if not await ctx.codec.run(library().delete, voice_id):
             library().require(voice_id)
         return JSONResponse({"id": voice_id, "object": "voice", "deleted": True})
 

@@ -25,7 +25,7 @@ from ..audio.pcm import float_to_s16le
 from ..engine.base import SynthesisOptions
 from .http_errors import api_endpoint, invalid
 from .openai_api import JSON_BODY_LIMIT, _first_or_error, start_speech, wav_file
-from .params import parse_emotion, parse_speed, read_json, require_text, resolve_voice
+from .params import parse_emotion, parse_language, parse_speed, read_json, require_text, resolve_voice
 from .voices import decode_clip, merge_clips
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,7 @@ def _options(ctx, fields: dict, voice_field: str) -> tuple[SynthesisOptions, dic
     speed, warning = parse_speed(fields)
     voice = resolve_voice(ctx, fields.get(voice_field), param=voice_field)
     emotion = parse_emotion(ctx, fields)
-    language = fields.get("language")
-    if language is not None and not isinstance(language, str):
-        raise invalid("'language' must be a string", param="language")
+    language = parse_language(ctx, fields)
     headers = {"X-Speed-Clamped": f"{speed:g}", "Warning": f'299 realtime-tts "{warning}"'} if warning else {}
     return SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=language), headers
 

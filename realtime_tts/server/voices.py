@@ -46,7 +46,7 @@ from starlette.routing import Route
 from ..audio.io import AudioDecodeError, decode_audio
 from ..engine.base import Voice
 from .http_errors import ApiError, api_endpoint
-from .params import limited_receive
+from .params import clean_field, limited_receive
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +460,11 @@ def voice_object(meta: dict) -> dict:
     return out
 
 
+def _form_text(form, field: str) -> str:
+    """A text form field ('' when absent), NFC; a second file part is refused by ``max_files``."""
+    return clean_field(form.get(field) or "", field)
+
+
 def voice_routes(ctx) -> list:
     """``/v1/audio/voices`` (list, upload), ``/v1/audio/voices/{id}`` (get, delete) and ``.../audio``."""
 
@@ -484,9 +489,9 @@ def voice_routes(ctx) -> list:
             if len(data) > limit:
                 raise VoiceError(413, f"file is {len(data)} bytes; the limit is {limit}", param="file",
                                  code="file_too_large")
-            voice_id = form.get("id") or None
-            name = str(form.get("name") or "").strip()[:200]
-            filename = upload.filename or ""
+            voice_id = _form_text(form, "id") or None
+            name = _form_text(form, "name").strip()[:200]
+            filename = clean_field(upload.filename or "", "file")
         voice = await asyncio.to_thread(library().add, data, voice_id=voice_id, name=name, filename=filename)
         return JSONResponse(voice_object(library().info(voice.id)), status_code=201)
 

@@ -83,7 +83,7 @@ def build_context(settings, choice) -> "ServerContext":  # noqa: F821
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .server.app import create_app
+    from .server.app import create_app, uvicorn_config
     from .server.logging import configure_logging
 
     settings = config.load_settings(args)
@@ -94,8 +94,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
     print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
     print("\n".join(_urls(settings.host, settings.port)), flush=True)
-    uvicorn.run(create_app(ctx), host=settings.host, port=settings.port, log_config=None,
-                ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
+    uvicorn.Server(uvicorn_config(create_app(ctx), settings)).run()
     return 0
 
 

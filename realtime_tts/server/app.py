@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -56,6 +57,13 @@ def _record_segment(ctx: ServerContext):
             ctx.metrics.segment_done(engine, seconds, None, None, outcome=type(result).__name__)
 
     return hook
+
+
+def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
+    """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
+    options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
+                   timeout_graceful_shutdown=5)
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 def create_app(ctx: ServerContext) -> Starlette:

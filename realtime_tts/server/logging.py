@@ -87,7 +87,6 @@ class RedactSecrets(logging.Filter):
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, ()
-        record.__dict__.pop("color_message", None)  # the same text again, unredacted
         for key, value in _extras(record).items():
             if isinstance(value, str):
                 setattr(record, key, redact(value))

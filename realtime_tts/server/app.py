@@ -24,6 +24,7 @@ from .auth import auth_middleware
 from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
+from .looplag import LoopLagMonitor
 from .openai_api import metrics_routes, openai_routes
 from .page import page_routes
 from .tts_shim import shim_routes
@@ -81,9 +82,14 @@ def create_app(ctx: ServerContext) -> Starlette:
         await ctx.executor.start()
         ctx.ready.set()
         log.info("engine %s ready in %.1f s", ctx.engine.name, time.monotonic() - started)
+        lag = asyncio.create_task(LoopLagMonitor(ctx.metrics.loop_lag, warn_ms=ctx.settings.loop_lag_warn_ms).run(),
+                                  name="event-loop-lag")
         try:
             yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             ctx.ready.clear()
             for session in list(ctx.devices.values()):
                 with contextlib.suppress(Exception):

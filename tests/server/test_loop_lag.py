@@ -58,3 +58,27 @@ def test_no_warning_below_the_threshold_or_when_off(caplog):
     assert not caplog.records
     LoopLagMonitor(histogram, warn_ms=100).observe(0.1)
     assert len(caplog.records) == 1
+
+
+def test_lag_is_the_overshoot_of_each_sleep():
+    class Done(Exception):
+        pass
+
+    ticks = iter([10.0, 10.1, 20.0, 20.35])  # (start, wake) of two 0.1 s sleeps: 0 and 0.25 s late
+
+    def clock():
+        try:
+            return next(ticks)
+        except StopIteration:
+            raise Done from None
+
+    class Seen(list):
+        observe = list.append
+
+    seen = Seen()
+    monitor = LoopLagMonitor(seen, warn_ms=0, interval=0.1, clock=clock)
+    try:
+        asyncio.run(monitor.run())
+    except Done:
+        pass
+    assert [round(x, 6) for x in seen] == [0.0, 0.25]

@@ -220,9 +220,27 @@ def run_voices(argv: list[str]) -> int:
     return voices_main(argv)
 
 
+def load_soak():
+    """tools/soak (a package of the source tree, not of the installed one) as ``realtime_tts_soak``."""
+    import importlib
+    import importlib.util
+
+    init = Path(__file__).resolve().parents[1] / "tools" / "soak" / "__init__.py"
+    if not init.is_file():
+        raise config.ConfigError(f"realtime-tts bench soak needs a source checkout ({init.parent} not found)")
+    if "realtime_tts_soak" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("realtime_tts_soak", init,
+                                                      submodule_search_locations=[str(init.parent)])
+        sys.modules["realtime_tts_soak"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["realtime_tts_soak"])
+    return importlib.import_module("realtime_tts_soak.main")
+
+
 def run_bench(argv: list[str]) -> int:
     import importlib.util
 
+    if argv[:1] == ["soak"]:  # the soak/abuse harness (tools/soak): no torch needed
+        return load_soak().run_soak(argv[1:])
     # The benchmark lives with the other benchmarks in the source tree, not in the package.
     path = Path(__file__).resolve().parents[1] / "tools" / "bench" / "pipeline.py"
     if not path.is_file():

@@ -465,6 +465,11 @@ def _form_text(form, field: str) -> str:
     return clean_field(form.get(field) or "", field)
 
 
+def _path_id(request: Request) -> str:
+    """The ``{voice_id}`` of the path, NFC like the ids stored from uploads."""
+    return clean_field(request.path_params["voice_id"], "voice_id")
+
+
 def voice_routes(ctx) -> list:
     """``/v1/audio/voices`` (list, upload), ``/v1/audio/voices/{id}`` (get, delete) and ``.../audio``."""
 
@@ -496,17 +501,18 @@ def voice_routes(ctx) -> list:
         return JSONResponse(voice_object(library().info(voice.id)), status_code=201)
 
     async def get_voice(request: Request):
-        meta = library().info(request.path_params["voice_id"])
+        voice_id = _path_id(request)
+        meta = library().info(voice_id)
         if meta is None:
-            library().require(request.path_params["voice_id"])  # raises the 404
+            library().require(voice_id)  # raises the 404
         return JSONResponse(voice_object(meta))
 
     async def voice_audio(request: Request):
-        voice = library().require(request.path_params["voice_id"])
+        voice = library().require(_path_id(request))
         return FileResponse(voice.audio_path, media_type="audio/wav")
 
     async def delete_voice(request: Request):
-        voice_id = request.path_params["voice_id"]
+        voice_id = _path_id(request)
         if not await asyncio.to_thread(library().delete, voice_id):
             library().require(voice_id)
         return JSONResponse({"id": voice_id, "object": "voice", "deleted": True})

@@ -153,3 +153,10 @@ def test_the_language_message_is_json(client, engine):
     r = client.post("/v1/audio/speech", json={"input": "Hi.", "language": "x" * 36})
     assert r.status_code == 400 and error_of(r)["param"] == "language"
     json.dumps(r.json())
+
+
+def test_voice_paths_are_nfc_like_stored_ids(client):
+    r = client.post("/v1/audio/voices", files={"file": ("a.wav", tone_wav(0.6))}, data={"id": "Zoe\u0308"})
+    assert r.status_code == 201 and r.json()["id"] == "Zo\u00eb"
+    assert client.get("/v1/audio/voices/Zoe%CC%88").status_code == 200  # the decomposed spelling finds it
+    assert client.delete("/v1/audio/voices/Zoe%CC%88").status_code == 200

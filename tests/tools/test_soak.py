@@ -47,7 +47,7 @@ def test_scan_log_counts_tracebacks_errors_and_5xx(tmp_path):
         "",
     ]) + "\n")
     out = server.scan_log(log)
-    assert (out.tracebacks, out.errors, out.warnings, out.status_5xx, out.not_json) == (6, 5, 3, 2, 2)
+    assert (out.tracebacks, out.errors, out.warnings, out.status_5xx, out.status_503, out.not_json) == (6, 5, 3, 2, 1, 2)
     assert "ValueError: x" in out.traceback_heads[0]
     first_line_end = log.read_bytes().index(b"\n") + 1
     assert server.scan_log(log, 0, first_line_end).lines == 1  # a byte window of the log
@@ -138,7 +138,7 @@ def test_soak_smoke_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| (a) load |" in done.stdout and "| (b) fuzz |" in done.stdout and "| (c) non-readers |" in done.stdout
+    assert "| (a) load, " in done.stdout and "| (b) fuzz, " in done.stdout and "| (c) non-readers, " in done.stdout
     result = json.loads(out.read_text())
     assert [p["name"] for p in result["phases"]] == ["(a) load", "(b) fuzz", "(c) non-readers"]
     load, fuzzed, mute = (p["result"] for p in result["phases"])

@@ -169,7 +169,8 @@ def summarize(server, phases: list[Phase], observed: dict, samples: list, idle, 
         dev = device_window(device, p.start, p.end)
         out_phases.append({
             "name": {"load": "(a) load", "fuzz": "(b) fuzz", "nonreaders": "(c) non-readers"}[p.name],
-            "status_5xx": log.status_5xx, "close_1011": fuzz.get("close_1011", 0) + _load_1011(p),
+            "seconds": round(p.left - p.start, 1), "status_5xx": log.status_5xx, "status_503": log.status_503,
+            "close_1011": fuzz.get("close_1011", 0) + _load_1011(p),
             "tracebacks": log.tracebacks, "log": log.as_dict(),
             "closed_without_frame": fuzz.get("closed_without_frame", 0) + p.result.get("no_close_frame", 0)
             + dev["closed_without_frame"],
@@ -185,7 +186,8 @@ def summarize(server, phases: list[Phase], observed: dict, samples: list, idle, 
     start = phases[0].start if phases else left
     return {"phases": out_phases, "big_requests": big,
             "nonreaders": next((p.result for p in phases if p.name == "nonreaders"), None),
-            "whole_run": {"status_5xx": whole_log.status_5xx, "tracebacks": whole_log.tracebacks,
+            "whole_run": {"status_5xx": whole_log.status_5xx, "status_503": whole_log.status_503,
+                          "tracebacks": whole_log.tracebacks,
                           "health": health_window(health, start, left), "device": device_window(device, start, left),
                           "idle": stats_dict(idle), "peak": peak(samples, start, left), "final": stats_dict(final),
                           "back": resources_back(idle, final), "device_turns": device.get("turns"),

@@ -97,12 +97,14 @@ class LogSummary:
     errors: int = 0  # records at ERROR or above
     warnings: int = 0
     status_5xx: int = 0
+    status_503: int = 0  # of those, busy or not-ready refusals (a bounded queue saying no)
     not_json: int = 0  # lines outside the JSON log format (a crash printed to stderr, a banner)
     traceback_heads: list[str] = field(default_factory=list)  # the first few, to show in the report
     top_warnings: list[tuple[str, int]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("lines", "tracebacks", "errors", "warnings", "status_5xx", "not_json",
+        return {k: getattr(self, k) for k in ("lines", "tracebacks", "errors", "warnings", "status_5xx", "status_503",
+                                              "not_json",
                                               "traceback_heads", "top_warnings")}
 
 
@@ -139,6 +141,7 @@ def scan_log(path: Path, start: int = 0, end: int | None = None) -> LogSummary:
         m = _STATUS.search(msg)
         if m and record.get("logger", "").startswith("uvicorn") and m.group(1).startswith("5"):
             out.status_5xx += 1
+            out.status_503 += m.group(1) == "503"
     out.warnings = sum(warnings.values())
     out.top_warnings = warnings.most_common(5)
     return out

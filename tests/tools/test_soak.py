@@ -159,3 +159,25 @@ def test_soak_smoke_run(tmp_path):
     assert result["machine"]["cores"] >= 1 and result["server_exit_code"] == 130  # a clean stop after SIGINT
     for p in result["phases"]:
         assert isinstance(p["tracebacks"], int) and p["health"]["n"] > 0
+
+
+async def test_raw_websocket_reads_waits_and_closes_cleanly():
+    from websockets.asyncio.server import serve
+
+    async def handler(ws):
+        async for message in ws:
+            if message == "answer me":
+                await ws.send('{"type": "error"}')
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        ws = await wire.RawWebSocket.open(port, "/")
+        assert ws.status == 101
+        await ws.send("ignored")
+        silent = await ws.read_until_close(0.3)
+        assert silent.timed_out and silent.close_code is None  # the server said nothing: still open
+        await ws.send("answer me")
+        answered = await ws.read_until_close(5, until=lambda text: "error" in text)
+        assert answered.texts == ['{"type": "error"}'] and not answered.timed_out
+        closing = await ws.close(4000)
+        assert closing.close_code == 4000  # our close was answered with a close frame

@@ -87,7 +87,7 @@ class Session:
     async def run(self) -> None:
         try:
             self.ws = await connect(f"ws://127.0.0.1:{self.port}{self.path}", additional_headers=self.headers(),
-                                    open_timeout=10, close_timeout=5, max_size=None, ping_interval=None)
+                                    open_timeout=10, close_timeout=10, max_size=None, ping_interval=None)
         except (OSError, InvalidHandshake, asyncio.TimeoutError, TimeoutError) as e:
             self.stats.connect_failures[type(e).__name__] += 1
             return

@@ -102,8 +102,8 @@ class RawWebSocket:
         return b0 & 0x0F, payload
 
     async def read_until_close(self, timeout: float = 10.0, *, until=None) -> Closing:
-        """Read frames until the server's close frame (answered), EOF, or ``timeout`` of silence.
-        ``until(text)`` returning True stops early (the socket stays open)."""
+        """Read frames until the server's close frame (answered; the socket is then dropped), EOF,
+        or ``timeout`` of silence or ``until(text)`` returning True (the socket stays open)."""
         out = Closing(http_status=None if self.status == 101 else self.status)
         if self.status != 101:
             self.abort()
@@ -128,12 +128,13 @@ class RawWebSocket:
                     self.writer.write(frame(OP_PONG, payload))
         except (asyncio.TimeoutError, TimeoutError):
             out.timed_out = True
+            return out
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass  # EOF or reset without a close frame: close_code stays None
         self.abort()
         return out
 
-    async def close(self, code: int = 1000, timeout: float = 5.0) -> Closing:
+    async def close(self, code: int = 1000, timeout: float = 10.0) -> Closing:
         """A clean close from our side; the server must answer with its close frame."""
         try:
             await self.send_frame(frame(OP_CLOSE, close_payload(code)))

@@ -120,6 +120,13 @@ def table(result: dict) -> str:
                 f"| {w['idle']['rss_mb']} / {_cell(w['peak']['rss_mb'])} / {w['final']['rss_mb']} "
                 f"| {w['idle']['threads']} / {_cell(w['peak']['threads'])} / {w['final']['threads']} "
                 f"| {'yes' if w['back'] else 'NO'} |")
+    load = next((p["result"] for p in result["phases"] if p["name"] == "(a) load"), None)
+    if load:
+        rows.append("")
+        rows.append(f"Load: {sum(load['sessions'].values())} sessions ({load['sessions'].get('xiaozhi', 0)} xiaozhi, "
+                    f"{load['sessions'].get('agent', 0)} agent), {load['turns_done']} turns heard to the end, "
+                    f"{sum(load['connect_failures'].values())} connections not opened within 10 s, "
+                    f"{load['timeouts']} turns or handshakes not answered in time.")
     nr = result.get("nonreaders")
     if nr:
         rows.append("")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -80,6 +82,27 @@ def build_context(settings, choice) -> "ServerContext":  # noqa: F821
     return ctx
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a taken port fails with one clear line, before any banner."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise config.ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts do not wait for TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise config.ConfigError(f"port {port} on {host} is already in use (is another server running?); "
+                                     "stop it or choose another port with --port") from None
+        raise config.ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -88,14 +111,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = config.load_settings(args)
     configure_logging(settings.log_format)
-    choice = _choose(settings)
-    ctx = build_context(settings, choice)
-    batching = f", up to {ctx.executor.max_batch} segments per pass" if hasattr(ctx.executor, "max_batch") else ""
-    print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
-    print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
-    print("\n".join(_urls(settings.host, settings.port)), flush=True)
-    uvicorn.Server(uvicorn_config(create_app(ctx), settings)).run()
-    return 0
+    sock = bind_socket(settings.host, settings.port)
+    server = None
+    try:
+        choice = _choose(settings)
+        ctx = build_context(settings, choice)
+        batching = f", up to {ctx.executor.max_batch} segments per pass" if hasattr(ctx.executor, "max_batch") else ""
+        print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
+        print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
+        print("\n".join(_urls(settings.host, settings.port)), flush=True)
+        server = uvicorn.Server(uvicorn_config(create_app(ctx), settings))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a clean stop
+            pass
+    finally:
+        sock.close()
+    return 0 if server is not None and server.started else 1  # 1: the app failed to start (logged)
 
 
 # --- say -----------------------------------------------------------------------------------
@@ -149,6 +181,10 @@ def run_say(args: argparse.Namespace) -> int:
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
     engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
                          compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
+    ignored = [flag for flag, given in (("--voice", options.voice), ("the emotion options", options.emotion)) if given]
+    if ignored and not engine.describe().get("clones_voices", False):
+        print(f"warning: the {engine.name} engine cannot clone a voice or show emotion: {' and '.join(ignored)} "
+              "will be ignored (IndexTTS2 weights are needed: realtime-tts download)", file=sys.stderr, flush=True)
     try:
         silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
         parts, started, audio_s = [], time.monotonic(), 0.0
@@ -172,8 +208,12 @@ def run_say(args: argparse.Namespace) -> int:
 
 # --- the parser ----------------------------------------------------------------------------
 
-def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser)
+# The settings ``say`` reads (the rest only matter to a server).
+SAY_SETTINGS = ("engine", "checkpoints", "device", "dtype", "compile", "max_segment_chars", "silence_ms", "data_dir")
+
+
+def _engine_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    config.add_arguments(parser, only=only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--emotion-text", help="describe the emotion in words (IndexTTS2's Qwen emotion model)")
     say.add_argument("--emotion-audio", help="emotion reference clip")
     say.add_argument("--emotion-alpha", type=float, default=1.0, help="emotion strength 0-1 (default 1.0)")
-    _engine_flags(say)
+    _engine_flags(say, only=SAY_SETTINGS)
     say.set_defaults(func=run_say)
 
     from .engine.download import add_download_parser
@@ -217,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_voices(argv: list[str]) -> int:
     from .server.voices import main as voices_main
 
-    return voices_main(argv)
+    return voices_main(argv, prog="realtime-tts voices")
 
 
 def load_soak():

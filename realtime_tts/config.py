@@ -60,6 +60,11 @@ class Settings:
     xiaozhi_idle_timeout_s: float = opt(180.0, "xiaozhi: close a device connection idle for this long")
     xiaozhi_prebuffer_packets: int = opt(5, "xiaozhi: packets sent at once before real-time pacing starts")
     xiaozhi_max_lead_ms: int = opt(400, "xiaozhi: maximum lead of sent audio over real time (hard cap 1000)")
+    xiaozhi_websocket_url: str = opt("", "xiaozhi OTA: the WebSocket URL handed to devices (empty: ws://<the Host the "
+                                         "device asked>/xiaozhi/v1/; set it behind a proxy or TLS terminator)")
+    xiaozhi_auth_key: str = opt("", "xiaozhi OTA: HMAC key of the device tokens it hands out when API keys are on "
+                                    "(empty: derived from the first API key; set xiaozhi-esp32-server's "
+                                    "server.auth_key to also accept the tokens its OTA issued)", secret=True)
     # --- agent stream ------------------------------------------------------------
     stream_idle_timeout_s: float = opt(60.0, "agent stream: close a socket idle for this long (keepalive resets it)")
     # --- HTTP API, voices, auth, logs (server/openai_api.py, voices.py, auth.py) ------
@@ -141,12 +146,16 @@ def _types() -> dict[str, Any]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per settings field (default None = not given)."""
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add ``--config`` and one flag per settings field (default None = not given); ``only``: just these.
+
+    A boolean flag works bare (``--compile``) or with a value (``--compile false``).
+    """
     parser.add_argument("--config", type=Path, default=os.environ.get(ENV_PREFIX + "CONFIG"),
                         help=f"TOML config file (env {ENV_PREFIX}CONFIG); flags and env override it")
+    types = _types()
     for f in Settings.fields():
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or (only is not None and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         env = ENV_PREFIX + f.name.upper()
@@ -154,6 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
+        if types[f.name] is bool:
+            kwargs.update(nargs="?", const="true", metavar="true|false")
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 

@@ -83,7 +83,13 @@ def redact(text: str) -> str:
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: the handler reports that; redact the parts
+            record.msg = redact(str(record.msg))
+            if isinstance(record.args, tuple):
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            return True
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, ()

@@ -30,6 +30,7 @@ PARSE_OFF_LOOP_BYTES = 64 * 1024
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                  "verse", "marin", "cedar")
+DEFAULT_VOICE_NAMES = ("default",)  # always the default voice, unless a stored voice has that id or name
 
 # Labels beyond the eight and the xiaozhi ``llm.emotion`` names (XIAOZHI_EMOTION_MAP) -> weights.
 EXTRA_LABELS: dict[str, tuple[float, ...]] = {
@@ -154,8 +155,8 @@ def decode_inline_audio(value: str, *, what: str = "voice") -> bytes:
 def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
     """A voice reference -> ``Voice`` (None: the engine's built-in voice).
 
-    Accepts a registered id or name, an OpenAI voice name (mapped by
-    ``openai_voice_map``, else ``default_voice``), ``{"id": ...}``, inline audio
+    Accepts a registered id or name, ``"default"``, an OpenAI voice name (mapped by
+    ``openai_voice_map``, else the default voice), ``{"id": ...}``, inline audio
     (``{"audio": <base64>}`` or a ``data:audio/...;base64,`` URL) and, when
     ``allow_server_paths`` is set, a path on the server (``{"path": ...}`` or a string).
     """
@@ -178,6 +179,8 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
     voice = library.get(ref) if library is not None else None
     if voice is not None:
         return voice
+    if ref.lower() in DEFAULT_VOICE_NAMES:
+        return default_voice(ctx, param)
     if ref.lower() in OPENAI_VOICES:
         mapped = settings.openai_voice_map.get(ref.lower()) or settings.openai_voice_map.get(ref)
         if mapped:
@@ -193,9 +196,16 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
 
 
 def default_voice(ctx, param: str = "voice") -> Voice | None:
+    """``--default-voice``; else, for an engine that must clone, the library's first voice; else the
+    engine's built-in voice (None)."""
     name = ctx.settings.default_voice
+    needs_voice = ctx.engine is not None and ctx.engine.needs_voice
+    if not name and needs_voice and ctx.voices is not None and len(ctx.voices):
+        oldest = ctx.voices.list()[:1]
+        if oldest:
+            return ctx.voices.get(oldest[0]["id"])
     if not name or ctx.voices is None:
-        if ctx.engine is not None and ctx.engine.needs_voice:
+        if needs_voice:
             raise ApiError(400, f"the {ctx.engine.name} engine speaks with a cloned voice and none was given: pass "
                                 f"'{param}' (an id from GET /v1/audio/voices; add one with POST /v1/audio/voices) "
                                 "or start the server with --default-voice ID", param=param, code="voice_required")

@@ -156,7 +156,7 @@ def test_soak_smoke_run(tmp_path):
     whole = result["whole_run"]
     assert whole["health_samples"] > 20 and whole["device_packets"] > 10
     assert whole["idle"]["rss_mb"] > 10 and whole["idle"]["threads"] >= 1 and whole["final"]["threads"] >= 1
-    assert result["machine"]["cores"] >= 1 and result["server_exit_code"] == 130  # a clean stop after SIGINT
+    assert result["machine"]["cores"] >= 1 and result["server_exit_code"] == 0  # a clean stop after SIGINT
     for p in result["phases"]:
         assert isinstance(p["tracebacks"], int) and p["health"]["n"] > 0
 

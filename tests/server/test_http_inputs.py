@@ -160,3 +160,15 @@ def test_voice_paths_are_nfc_like_stored_ids(client):
     assert r.status_code == 201 and r.json()["id"] == "Zo\u00eb"
     assert client.get("/v1/audio/voices/Zoe%CC%88").status_code == 200  # the decomposed spelling finds it
     assert client.delete("/v1/audio/voices/Zoe%CC%88").status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"[" * 20_000 + b"]" * 20_000, b'{"application": {"version": "\\ud800"}}',
+                                  b'{"application": {"version": 1' + b"0" * 5000 + b"}}", b"\xff\xfe", b"{"])
+def test_ota_takes_any_body_and_only_loses_the_version(client, caplog, body):
+    caplog.set_level(logging.DEBUG)
+    r = client.post("/xiaozhi/ota/", content=body, headers={"Device-Id": "aa:bb"})
+    assert r.status_code == 200, r.text
+    assert r.json()["firmware"]["version"] == ""
+    _no_tracebacks(caplog)
+    r = client.post("/xiaozhi/ota/", json={"application": {"version": "1.6.0"}}, headers={"Device-Id": "aa:bb"})
+    assert r.json()["firmware"]["version"] == "1.6.0"

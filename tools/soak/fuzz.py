@@ -78,7 +78,7 @@ def http_cases(device_id: str) -> list[tuple[str, str, str, dict, bytes]]:
     """(name, method, path, headers, body) for every HTTP endpoint."""
     json_type = {"content-type": "application/json"}
     out = []
-    for route in (*JSON_ROUTES, f"/v1/xiaozhi/devices/{device_id}/speak"):
+    for route in (*JSON_ROUTES, f"/v1/xiaozhi/devices/{device_id}/speak", "/xiaozhi/ota/"):
         out += [(f"{route} {name}", "POST", route, json_type, body) for name, body in _json_bodies()]
         out.append((f"{route} form-body", "POST", route, {"content-type": "application/x-www-form-urlencoded"},
                     b"input=hi&text=hi"))

@@ -182,4 +182,5 @@ def configure_logging(fmt: str = "text", level: str | int = "INFO", stream=None)
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+        lg.setLevel(logging.NOTSET)  # the root's level rules (an earlier uvicorn.Config may have set its own)
     return handler

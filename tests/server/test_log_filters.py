@@ -96,6 +96,7 @@ def close_code(sock: socket.socket) -> int | None:
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_live_server_logs_hold_no_secret_and_no_traceback(tmp_path, fmt):
     ctx = make_ctx(tmp_path, ToneEngine(), api_keys=[SECRET])
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # as an earlier uvicorn.Config leaves it
     with captured_logs(fmt) as stream, served(ctx) as port:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/health?api_key={SECRET}&x=1").status_code == 200

@@ -107,7 +107,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .server.app import create_app
+    from .server.app import create_app, uvicorn_config
     from .server.lifecycle import DrainingServer
     from .server.logging import configure_logging
 
@@ -122,9 +122,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
         print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
         print("\n".join(_urls(settings.host, settings.port)), flush=True)
-        app = create_app(ctx)
-        server = DrainingServer(uvicorn.Config(app, log_config=None, ws_max_size=4 * 1024 * 1024,
-                                               timeout_graceful_shutdown=5), ctx.lifecycle)
+        server = DrainingServer(uvicorn_config(create_app(ctx), settings), ctx.lifecycle)
         try:
             server.run(sockets=[sock])  # SIGTERM: drain (server/lifecycle.py), then exit
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a clean stop
@@ -359,9 +357,27 @@ def run_voices(argv: list[str]) -> int:
     return voices_main(argv, prog="realtime-tts voices")
 
 
+def load_soak():
+    """tools/soak (a package of the source tree, not of the installed one) as ``realtime_tts_soak``."""
+    import importlib
+    import importlib.util
+
+    init = Path(__file__).resolve().parents[1] / "tools" / "soak" / "__init__.py"
+    if not init.is_file():
+        raise config.ConfigError(f"realtime-tts bench soak needs a source checkout ({init.parent} not found)")
+    if "realtime_tts_soak" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("realtime_tts_soak", init,
+                                                      submodule_search_locations=[str(init.parent)])
+        sys.modules["realtime_tts_soak"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["realtime_tts_soak"])
+    return importlib.import_module("realtime_tts_soak.main")
+
+
 def run_bench(argv: list[str]) -> int:
     import importlib.util
 
+    if argv[:1] == ["soak"]:  # the soak/abuse harness (tools/soak): no torch needed
+        return load_soak().run_soak(argv[1:])
     # The benchmark lives with the other benchmarks in the source tree, not in the package.
     path = Path(__file__).resolve().parents[1] / "tools" / "bench" / "pipeline.py"
     if not path.is_file():

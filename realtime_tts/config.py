@@ -100,6 +100,8 @@ class Settings:
     max_upload_bytes: int = opt(20 * 1024 * 1024, "largest accepted voice upload / request body in bytes")
     voice_min_seconds: float = opt(0.5, "shortest accepted reference clip in seconds")
     voice_max_seconds: float = opt(60.0, "longest accepted reference clip in seconds (the engine itself uses the first 15 s)")
+    loop_lag_warn_ms: int = opt(100, "log a warning when the event loop wakes this many ms late (0: never); "
+                                     "every lag is in /metrics as rtts_event_loop_lag_seconds")
     log_format: str = opt("text", "log line format: text or json (one JSON object per line)", choices=("text", "json"))
 
     @classmethod
@@ -113,6 +115,8 @@ class Settings:
                 raise ConfigError(f"{f.name}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
         if not (1 <= self.port <= 65535):
             raise ConfigError(f"port: {self.port} is not a valid TCP port")
+        if self.loop_lag_warn_ms < 0:
+            raise ConfigError("loop_lag_warn_ms must be 0 (never warn) or more")
         if self.max_queue < 1:
             raise ConfigError("max_queue must be at least 1")
         if self.max_batch < 0:

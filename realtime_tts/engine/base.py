@@ -146,6 +146,9 @@ class Engine(ABC):
     # True when a request without a reference voice cannot be spoken (a cloning engine with no
     # default voice): the server then refuses it up front with a 400 instead of failing later.
     needs_voice: bool = False
+    # Language codes (ISO 639, primary subtag) accepted as ``SynthesisOptions.language``, which the
+    # server checks at the edge (400 naming these); None: any hint is taken.
+    languages: tuple[str, ...] | None = None
 
     @abstractmethod
     def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:

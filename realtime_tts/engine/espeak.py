@@ -147,6 +147,7 @@ def rate_for(speed: float) -> int:
 class EspeakEngine(Engine):
     name = "espeak"
     sample_rate = SAMPLE_RATE
+    languages = ("zh", "en")
 
     def __init__(self) -> None:
         with _Library.lock:

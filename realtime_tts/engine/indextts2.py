@@ -379,6 +379,7 @@ def synthetic_voice_wav(seconds: float = 1.5, sr: int = 22050) -> bytes:
 class IndexTTS2Engine(Engine):
     name = "indextts2"
     sample_rate = SAMPLE_RATE
+    languages = ("zh", "en")
 
     @property
     def needs_voice(self) -> bool:

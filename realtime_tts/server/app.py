@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
 from .lifecycle import Lifecycle, LifecycleMiddleware
+from .looplag import LoopLagMonitor
 from .openai_api import metrics_routes, openai_routes
 from .ota import ota_routes
 from .page import page_routes
@@ -62,6 +64,13 @@ def _record_segment(ctx: ServerContext):
     return hook
 
 
+def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
+    """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
+    options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
+                   timeout_graceful_shutdown=5)
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
 def create_app(ctx: ServerContext) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -79,9 +88,14 @@ def create_app(ctx: ServerContext) -> Starlette:
         watcher = asyncio.create_task(watch_library(ctx.voices), name="voice-library-watch")
         ctx.ready.set()
         log.info("engine %s ready in %.1f s", ctx.engine.name, time.monotonic() - started)
+        lag = asyncio.create_task(LoopLagMonitor(ctx.metrics.loop_lag, warn_ms=ctx.settings.loop_lag_warn_ms).run(),
+                                  name="event-loop-lag")
         try:
             yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             ctx.ready.clear()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

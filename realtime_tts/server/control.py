@@ -42,8 +42,9 @@ def control_routes(ctx) -> list:
 
     @api_endpoint
     async def speak(request: Request) -> JSONResponse:
-        session = _session(ctx, request.path_params["device_id"])
+        # The body first: malformed input is a 400 whether or not the device is connected.
         body = await read_json(request, max(JSON_BODY_LIMIT, 2 * ctx.settings.max_upload_bytes))
+        session = _session(ctx, request.path_params["device_id"])
         spoken = await ctx.codec.run(parse_speak, ctx, body)  # voices may be read from disk
         ahead = session.queued_turns + (session.current_turn is not None)
         turn = session.speak(spoken)

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -31,6 +32,9 @@ class Metrics:
                                ["engine", "stage"], buckets=_LATENCY_BUCKETS, registry=r)
         self.connections = Gauge("rtts_active_connections", "Open connections / in-flight requests",
                                  ["endpoint"], registry=r)
+        self.loop_lag = Histogram("rtts_event_loop_lag_seconds",
+                                  "How late the event loop woke a 100 ms sleep (every stream waits this long)",
+                                  buckets=_LAG_BUCKETS, registry=r)
         self.errors = Counter("rtts_errors_total", "Errors by kind", ["kind"], registry=r)
         # What a connection holds while it lives (server/speech.py): all back to 0 when clients leave.
         self.speech_streams = Gauge("rtts_live_speech_streams", "Open speech streams (turns, contexts, HTTP "

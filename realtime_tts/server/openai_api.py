@@ -27,8 +27,8 @@ from starlette.routing import Route
 from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, SynthesisOptions
 from .http_errors import api_endpoint, invalid
 from .http_speech import SpeechResponse, collect, first_sentence, start_speech
-from .params import (OPENAI_VOICES, merged_fields, parse_emotion, parse_speed, read_json, require_text,
-                     resolve_voice)
+from .params import (OPENAI_VOICES, merged_fields, parse_emotion, parse_language, parse_speed, read_json,
+                     require_text, resolve_voice)
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
         if fields["sample_rate"] not in PCM_RATES:
             raise invalid(f"'sample_rate' must be one of {', '.join(map(str, PCM_RATES))}", param="sample_rate")
         sample_rate = int(fields["sample_rate"])
-    language = fields.get("language")
-    if language is not None and not isinstance(language, str):
-        raise invalid("'language' must be a string such as 'zh' or 'en'", param="language")
+    language = parse_language(ctx, fields)
     model = fields.get("model")
     if model is not None and not isinstance(model, str):
         raise invalid("'model' must be a string", param="model")

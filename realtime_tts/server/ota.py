@@ -17,7 +17,6 @@ device's ``Client-Id`` and ``Device-Id``; it opens the xiaozhi socket and nothin
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime
@@ -28,6 +27,7 @@ from starlette.routing import Route
 
 from .auth import device_token_secret, issue_device_token
 from .http_errors import api_endpoint, invalid
+from .inputs import InputError, loads_json
 from .params import limited_receive
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,11 @@ def websocket_url(request: Request, configured: str) -> str:
 
 
 def firmware_version(body: bytes) -> str:
-    """``application.version`` from the device's system info ("" when absent or unreadable)."""
+    """``application.version`` from the device's system info ("" when absent or unreadable: the
+    body is optional, so malformed JSON, a lone surrogate or deep nesting only lose the version)."""
     try:
-        info = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError):
+        info = loads_json(body, max_bytes=OTA_BODY_LIMIT, what="OTA body") if body.strip() else {}
+    except InputError:
         return ""
     app = info.get("application") if isinstance(info, dict) else None
     version = app.get("version") if isinstance(app, dict) else None

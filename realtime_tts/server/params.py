@@ -8,9 +8,9 @@ and rejects what cannot be mapped with an ``ApiError`` naming the field.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,12 @@ from starlette.types import Message, Receive
 from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Emotion, Voice
 from ..model.emotion import XIAOZHI_EMOTION_MAP, label_to_vector
 from ..model.emotion import normalize_emotion_vector as normalize_emotion
-from .http_errors import ApiError, invalid
+from .http_errors import ApiError, input_error, invalid
+from .inputs import InputError, clean_string, loads_json
+
+# Bodies above this size are parsed on a worker thread, so a large inline voice clip
+# (megabytes of base64) never holds the event loop.
+PARSE_OFF_LOOP_BYTES = 64 * 1024
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                  "verse", "marin", "cedar")
@@ -63,18 +68,28 @@ def limited_receive(request: Request, limit: int) -> Receive:
 
 
 async def read_json(request: Request, limit: int) -> dict:
-    """The JSON object body, with clear 400/413 errors."""
+    """The JSON object body read through ``inputs.loads_object``: bounded before parsing
+    (size, depth, number length), strings valid Unicode and NFC; 400/413 naming the problem."""
     request = Request(request.scope, limited_receive(request, limit))
     raw = await request.body()
-    if not raw.strip():
-        raise invalid("request body is empty; send a JSON object", code="invalid_json")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise invalid(f"request body is not valid JSON: {e}", code="invalid_json") from None
+        if len(raw) > PARSE_OFF_LOOP_BYTES:
+            body = await asyncio.to_thread(loads_json, raw, max_bytes=limit, what="request body")
+        else:
+            body = loads_json(raw, max_bytes=limit, what="request body")
+    except InputError as e:
+        raise input_error(e) from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object", code="invalid_json")
     return body
+
+
+def clean_field(value: str, param: str) -> str:
+    """A string from a form field, query string or path: valid Unicode, NFC (400 otherwise)."""
+    try:
+        return clean_string(value, param)
+    except InputError as e:
+        raise input_error(e, param) from None
 
 
 def merged_fields(body: dict) -> dict:
@@ -150,7 +165,9 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
         return default_voice(ctx, param)
     if isinstance(ref, dict):
         if ref.get("id") is not None:
-            return resolve_voice(ctx, str(ref["id"]), param=param)
+            if not isinstance(ref["id"], str):
+                raise invalid(f"'{param}.id' must be a string", param=f"{param}.id")
+            return resolve_voice(ctx, ref["id"], param=param)
         for key in ("audio", "data", "url"):
             if isinstance(ref.get(key), str):
                 return _inline(ctx, ref[key], param)
@@ -212,6 +229,8 @@ def _server_path(ctx, path: str, param: str) -> Voice:
     if not ctx.settings.allow_server_paths:
         raise invalid(f"'{param}': server-side paths are disabled (start with --allow-server-paths, or upload "
                       "the clip with POST /v1/audio/voices and use its id)", param=param, code="server_paths_disabled")
+    if "\0" in path:
+        raise invalid(f"'{param}': a path cannot hold a NUL character", param=param, code="invalid_audio")
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -323,7 +342,7 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
 
     method = fields.get("emo_control_method")
     if method is not None:  # index-tts-vllm v2: 0 speaker, 1 reference clip, 2 vector, 3 text
-        if method not in (0, 1, 2, 3):
+        if type(method) is not int or method not in (0, 1, 2, 3):
             raise invalid("'emo_control_method' must be 0 (speaker), 1 (reference audio), 2 (vector) or 3 (text)",
                           param="emo_control_method")
         if method == 0:
@@ -339,6 +358,29 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
     if vector is None and text is None and reference is None:
         return None
     return Emotion(vector=vector, text=text, reference=reference, alpha=min(1.0, max(0.0, alpha)))
+
+
+# --- language -------------------------------------------------------------------------------
+
+MAX_LANGUAGE_CHARS = 35  # a BCP 47 tag such as "zh-Hans-CN" fits easily
+
+
+def parse_language(ctx, fields: dict, param: str = "language") -> str | None:
+    """``language``: None (absent, empty or ``auto``: the engine detects it), else a tag whose
+    primary subtag (``en`` of ``en-US``) the engine speaks; 400 naming the supported ones."""
+    value = fields.get(param)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_LANGUAGE_CHARS:
+        raise invalid(f"'{param}' must be a string such as 'zh' or 'en'", param=param)
+    tag = value.strip()
+    if not tag or tag.lower() == "auto":
+        return None
+    supported = ctx.engine.languages if ctx.engine is not None else None
+    if supported is not None and tag.replace("_", "-").split("-")[0].lower() not in supported:
+        raise invalid(f"'{param}' {value!r} is not spoken by the {ctx.engine.name} engine; use one of "
+                      f"{', '.join(supported)} (or auto)", param=param, code="unsupported_language")
+    return tag
 
 
 # --- speed ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ..engine.base import SynthesisOptions
 from .http_errors import api_endpoint, invalid
 from .http_speech import SpeechResponse, collect, first_sentence, start_speech
 from .openai_api import JSON_BODY_LIMIT, wav_file
-from .params import parse_emotion, parse_speed, read_json, require_text, resolve_voice
+from .params import parse_emotion, parse_language, parse_speed, read_json, require_text, resolve_voice
 from .voices import decode_clip, merge_clips
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,7 @@ def _options(ctx, fields: dict, voice_field: str) -> tuple[SynthesisOptions, dic
     speed, warning = parse_speed(fields)
     voice = resolve_voice(ctx, fields.get(voice_field), param=voice_field)
     emotion = parse_emotion(ctx, fields)
-    language = fields.get("language")
-    if language is not None and not isinstance(language, str):
-        raise invalid("'language' must be a string", param="language")
+    language = parse_language(ctx, fields)
     headers = {"X-Speed-Clamped": f"{speed:g}", "Warning": f'299 realtime-tts "{warning}"'} if warning else {}
     return SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=language), headers
 

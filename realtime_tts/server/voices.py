@@ -46,7 +46,7 @@ from starlette.routing import Route
 from ..audio.io import AudioDecodeError, decode_audio
 from ..engine.base import Voice
 from .http_errors import ApiError, api_endpoint
-from .params import limited_receive
+from .params import clean_field, limited_receive
 
 log = logging.getLogger(__name__)
 
@@ -563,6 +563,16 @@ def voice_object(meta: dict) -> dict:
     return out
 
 
+def _form_text(form, field: str) -> str:
+    """A text form field ('' when absent), NFC; a second file part is refused by ``max_files``."""
+    return clean_field(form.get(field) or "", field)
+
+
+def _path_id(request: Request) -> str:
+    """The ``{voice_id}`` of the path, NFC like the ids stored from uploads."""
+    return clean_field(request.path_params["voice_id"], "voice_id")
+
+
 def voice_routes(ctx) -> list:
     """``/v1/audio/voices`` (list, upload), ``/v1/audio/voices/{id}`` (get, delete) and ``.../audio``."""
 
@@ -588,28 +598,29 @@ def voice_routes(ctx) -> list:
             if len(data) > limit:
                 raise VoiceError(413, f"file is {len(data)} bytes; the limit is {limit}", param="file",
                                  code="file_too_large")
-            voice_id = form.get("id") or None
-            name = str(form.get("name") or "").strip()[:200]
-            filename = upload.filename or ""
+            voice_id = _form_text(form, "id") or None
+            name = _form_text(form, "name").strip()[:200]
+            filename = clean_field(upload.filename or "", "file")
         voice, created = await ctx.codec.run(library().store, data, voice_id=voice_id, name=name, filename=filename)
         # The same clip again answers the voice that already holds it (200), not a duplicate.
         return JSONResponse(voice_object(library().info(voice.id)), status_code=201 if created else 200)
 
     async def get_voice(request: Request):
-        meta = library().info(request.path_params["voice_id"])
+        voice_id = _path_id(request)
+        meta = library().info(voice_id)
         if meta is None and await ctx.codec.run(library().refresh):
-            meta = library().info(request.path_params["voice_id"])
+            meta = library().info(voice_id)
         if meta is None:
-            library().require(request.path_params["voice_id"])  # raises the 404
+            library().require(voice_id)  # raises the 404
         return JSONResponse(voice_object(meta))
 
     async def voice_audio(request: Request):
-        voice = library().require(request.path_params["voice_id"])
+        voice = library().require(_path_id(request))
         return FileResponse(voice.audio_path, media_type="audio/wav", filename=f"{voice.id}.wav",
                             content_disposition_type="inline")
 
     async def delete_voice(request: Request):
-        voice_id = request.path_params["voice_id"]
+        voice_id = _path_id(request)
         if not await ctx.codec.run(library().delete, voice_id):
             library().require(voice_id)
         return JSONResponse({"id": voice_id, "object": "voice", "deleted": True})

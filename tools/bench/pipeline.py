@@ -16,7 +16,8 @@ for the first time (conditioning included) and for a cached voice. Run it from t
 
 With ``--streams N[,N...]`` or ``--targets`` (or ``realtime-tts bench serve ...``) the serving
 benchmark runs instead: the real server under N concurrent clients (tools/bench/serve.py;
-``realtime-tts bench serve --help``).
+``realtime-tts bench serve --help``). ``realtime-tts bench soak`` runs the soak/abuse harness
+(tools/soak; ``realtime-tts bench soak --help``).
 """
 
 from __future__ import annotations

@@ -313,16 +313,15 @@ class AgentStreamProtocol:
 
     def _option_fields(self, msg: dict, cid: str | None) -> dict:
         """The option fields of a ``config`` or a context's first ``text``; ``language`` checked
-        against the engine's languages (and normalized: absent when the engine should detect it)."""
+        against the engine's languages (None when the engine should detect it: ``auto`` on a
+        context overrides a connection default)."""
         fields = {k: v for k, v in msg.items() if k in OPTION_FIELDS}
         if "language" in fields:
             try:
-                language = check_language(fields.pop("language"), self.languages, self.engine)
+                fields["language"] = check_language(fields["language"], self.languages, self.engine)
             except LanguageError as e:
                 raise StreamError("unsupported_language" if e.unsupported else "invalid_field", e.message, cid,
                                   param="language") from None
-            if language is not None:
-                fields["language"] = language
         return fields
 
     # --- answers from the session ---------------------------------------------------------------

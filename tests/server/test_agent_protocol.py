@@ -108,7 +108,7 @@ def test_language_is_checked_against_the_engines_languages():
     (configure,) = feed(p, type="config", language="en-US")
     assert configure.fields == {"language": "en-US"}
     (configure,) = feed(p, type="config", language="auto")
-    assert configure.fields == {}  # auto: the engine detects it
+    assert configure.fields == {"language": None}  # auto: the engine detects it
     error = error_of(feed(p, type="config", language="fr"))
     assert error["code"] == "unsupported_language" and error["param"] == "language"
     assert "espeak" in error["message"] and "zh, en" in error["message"]

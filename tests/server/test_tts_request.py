@@ -139,3 +139,11 @@ def test_index_stream_bodies_still_go_to_index_stream(client, engine):
     r = client.post("/tts", json={"text": "Hi.", "character": "narrator", "tts_text": "ignored"})
     assert r.headers["content-type"] == "application/octet-stream"  # `text` present: index_stream's request
     assert engine.calls[-1][0] == "Hi."
+
+
+def test_a_speech_route_for_the_lifecycle(client, ctx, engine):
+    """Counted on the load gauge and refused while the replica drains, like every speech route."""
+    ctx.lifecycle.drain_reason = "test"  # what SIGTERM starts (server/lifecycle.py)
+    r = client.post("/v1/tts", json={"voice_id": "narrator", "tts_text": "Hi."})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "server_draining"
+    assert engine.calls == []

@@ -50,6 +50,13 @@ async def test_xiaozhi_in_band_speak_and_control_api_language(tmp_path):
             await dev.speak("你好。", language="zh-CN")
             await dev.next_turn(20)
             assert engine.calls[-1][1].language == "zh-CN"
+            # A piece of an open turn cannot change it: said, not silently dropped.
+            await dev.speak("Part one,", flush=False, language="en")
+            await dev.speak(" part two.", language="zh", voice="x")
+            await dev.next_turn(20)
+            warning = await dev.wait_for(lambda m: m.get("type") == "warning", 5)
+            assert warning["code"] == "settings_ignored" and warning["message"].startswith("language, voice only")
+            assert engine.calls[-1][1].language == "en"
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 path = "/v1/xiaozhi/devices/aa:bb:cc:dd:ee:02/speak"
                 r = await http.post(path, json={"text": "Hallo.", "language": "de"})

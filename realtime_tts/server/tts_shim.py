@@ -66,9 +66,11 @@ def route_format(ctx, fields: dict, query) -> str:
 
 
 def _tts_url_voice(ctx, fields: dict):
-    """index-tts-vllm v2 ``spk_audio_path`` or v1 ``audio_paths`` (several clips are joined)."""
-    if fields.get("spk_audio_path") is not None:
-        return resolve_voice(ctx, fields["spk_audio_path"], param="spk_audio_path")
+    """index-tts-vllm v2 ``spk_audio_path``, its current ``audio_path``, or v1 ``audio_paths``
+    (several clips are joined)."""
+    for name in ("spk_audio_path", "audio_path"):
+        if fields.get(name) is not None:
+            return resolve_voice(ctx, fields[name], param=name)
     paths = fields.get("audio_paths")
     if paths is None:
         return resolve_voice(ctx, fields.get("character") or fields.get("voice"), param="spk_audio_path")

@@ -9,8 +9,8 @@ Client versions (the code the requests were copied from):
 * livekit-agents @ da6af86a, livekit-plugins-openai 1.7.0, livekit/plugins/openai/tts.py
   (ChunkedStream._run: parses by Content-Type, reports ``request_id``).
 * index-tts-vllm @ 5e123d0 (Ksuriuri/index-tts-vllm), api_example.py: ``requests.post(url, json=data)``
-  and ``response.content`` written to a .wav file, for ``/tts`` (example 2) and ``/audio/speech``
-  (example 3); its api_server.py answers both with a whole WAV (``audio/wav``).
+  and ``response.content`` written to a .wav file, for ``/tts_url`` (example 1), ``/tts`` (example 2)
+  and ``/audio/speech`` (example 3); its api_server.py answers all three with a whole WAV (``audio/wav``).
 (py-xiaozhi's OTA and socket are in test_ota.py; the openai SDK itself in test_openai_sdk.py.)
 """
 
@@ -216,6 +216,11 @@ def playable_wav(path: Path) -> tuple[int, float]:
 
 
 def test_index_tts_vllm_example_client(servers, tmp_path):
+    # Example 1, /tts_url with its current single `audio_path` (here a voice id: server paths are off).
+    out1 = tmp_path / "output_example1.wav"
+    assert index_tts_vllm_example(servers["open"] + "/tts_url", {"text": "还是会想你，还是想登你",
+                                                                "audio_path": "jay_klee"}, out1)
+    assert playable_wav(out1)[0] == 22050
     # Example 2 against a server started with tts_route_format = "wav": the file it saves plays.
     out = tmp_path / "output_example2.wav"
     assert index_tts_vllm_example(servers["vllm"] + "/tts", {"text": "还是会想你，还是想登你", "character": "jay_klee"},

@@ -105,9 +105,6 @@ class SynthesisOptions:
             raise ValueError(f"speed must be within {SPEED_MIN}-{SPEED_MAX}, got {self.speed}")
 
 
-EMOTION_SOURCES: tuple[str, ...] = ("vector", "text", "reference")  # the drivers of an ``Emotion``
-
-
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine does with each option. The one place the server learns it from: /health,
@@ -115,7 +112,7 @@ class Capabilities:
     (an option the engine would otherwise silently ignore)."""
 
     voice_cloning: bool = False  # a reference voice (``options.voice``) shapes the timbre
-    emotion: tuple[str, ...] = ()  # the ``Emotion`` drivers it uses, of EMOTION_SOURCES
+    emotion: tuple[str, ...] = ()  # the ``Emotion`` drivers it uses: "vector", "text", "reference"
     languages: tuple[str, ...] | None = None  # ``options.language`` primary subtags it speaks; None: any
     speed: tuple[float, float] | None = (SPEED_MIN, SPEED_MAX)  # the speed range it follows; None: ignored
 

@@ -109,6 +109,31 @@ def parse_speech_request(ctx, body: dict, query: dict, *, default_format: str = 
                          stream=bool(stream), headers=headers)
 
 
+def model_capabilities(ctx) -> dict:
+    """``capabilities`` of ``GET /v1/models``: the API's formats and what the engine does with each
+    option (engine/base.py ``Capabilities``; options beyond them are reported in X-TTS-Warning)."""
+    engine = ctx.engine
+    caps = engine.capabilities() if engine is not None else None
+    emotion = [form for source in (caps.emotion if caps else ())  # a label is a vector's shorthand
+               for form in ((source, "label") if source == "vector" else (source,))]
+    return {
+        "speech": True,
+        "streaming": True,
+        "response_formats": list(FORMATS),
+        "stream_formats": ["audio", "sse"],
+        "sample_rate": DEFAULT_RATE,
+        "pcm_sample_rates": list(PCM_RATES),
+        "speed_range": list(caps.speed) if caps and caps.speed else None,
+        "voice_cloning": bool(caps and caps.voice_cloning),
+        "openai_voices": list(OPENAI_VOICES),
+        "emotion": emotion,
+        "emotion_vector_order": list(EMOTIONS),
+        "languages": list(caps.languages) if caps and caps.languages is not None else None,
+        "max_input_chars": ctx.settings.max_text_chars,
+        "engine": engine.describe() if engine is not None else {"name": ctx.engine_name},
+    }
+
+
 def openai_routes(ctx) -> list[Route]:
     metrics = ctx.metrics
 
@@ -147,31 +172,9 @@ def openai_routes(ctx) -> list[Route]:
 
     @api_endpoint
     async def models(request: Request):
-        engine = ctx.engine
-        caps = engine.capabilities() if engine is not None else None
-        emotion = [form for source in (caps.emotion if caps else ())  # a label is a vector's shorthand
-                   for form in ((source, "label") if source == "vector" else (source,))]
-        capabilities = {
-            "speech": True,
-            "streaming": True,
-            "response_formats": list(FORMATS),
-            "stream_formats": ["audio", "sse"],
-            "sample_rate": DEFAULT_RATE,
-            "pcm_sample_rates": list(PCM_RATES),
-            # What the engine does with each option (engine/base.py Capabilities); options beyond
-            # these are accepted and reported in the X-TTS-Warning header.
-            "speed_range": list(caps.speed) if caps and caps.speed else None,
-            "voice_cloning": bool(caps and caps.voice_cloning),
-            "openai_voices": list(OPENAI_VOICES),
-            "emotion": emotion,
-            "emotion_vector_order": list(EMOTIONS),
-            "languages": list(caps.languages) if caps and caps.languages is not None else None,
-            "max_input_chars": ctx.settings.max_text_chars,
-            "engine": engine.describe() if engine is not None else {"name": ctx.engine_name},
-        }
         created = int(time.time())
         data = [{"id": mid, "object": "model", "created": created, "owned_by": "realtime-tts",
-                 "capabilities": capabilities} for mid in MODEL_IDS]
+                 "capabilities": model_capabilities(ctx)} for mid in MODEL_IDS]
         return JSONResponse({"object": "list", "data": data})
 
     return [

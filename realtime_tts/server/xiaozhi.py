@@ -53,7 +53,6 @@ from ..model.emotion import XIAOZHI_EMOTION_MAP, xiaozhi_emotion
 from . import xiaozhi_protocol as proto
 from .http_errors import ApiError, invalid
 from .pacing import Pacer
-from .agent_protocol import OPTION_FIELDS
 from .capabilities import Notice, engine_notices
 from .params import parse_emotion, parse_language, parse_speed, require_text, resolve_voice
 from .speech import Failure, Sentence, SpeechStream, Tail
@@ -530,10 +529,7 @@ class XiaozhiSession:
                 if not isinstance(text, str):
                     raise invalid("'text' must be a string", param="text")
                 turn.push(text)
-                ignored = sorted(OPTION_FIELDS.intersection(fields))
-                if ignored:  # the turn's voice and emotion were set by its first speak
-                    await self._perform(self.protocol.warned([Notice(
-                        "settings_ignored", f"{', '.join(ignored)} only apply on a turn's first speak; ignored")]))
+                await self._perform(self.protocol.piece_warnings(fields))
                 if not more:
                     self._inband = None
                     turn.end()

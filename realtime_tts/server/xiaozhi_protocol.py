@@ -31,6 +31,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agent_protocol import OPTION_FIELDS
 from .capabilities import LanguageError, Notice, check_language
 from .inputs import InputError, loads_json
 
@@ -239,6 +240,15 @@ class XiaozhiProtocol:
     def warned(self, notices: list[Notice]) -> list[Action]:
         """What a speak asked that the server will not do, as ``warning`` messages."""
         return [Send(n.payload()) for n in notices]
+
+    def piece_warnings(self, fields: dict) -> list[Action]:
+        """A later piece of an open in-band turn: its voice, emotion, speed or language cannot
+        change the turn (its first speak set them), and the device's gateway is told so."""
+        ignored = sorted(OPTION_FIELDS.intersection(fields))
+        if not ignored:
+            return []
+        return self.warned([Notice("settings_ignored", f"{', '.join(ignored)} only apply on a turn's first speak; "
+                                                       "ignored")])
 
     # --- messages -------------------------------------------------------------------------------
     def _first_message(self, message: Any) -> list[Action]:

@@ -113,6 +113,9 @@ def test_warnings_are_messages_the_firmware_ignores():
     notices = [Notice("voice_ignored", "the espeak engine cannot clone a voice")]
     assert p.warned(notices) == [Send({"type": "warning", "code": "voice_ignored", "message": notices[0].message})]
     assert p.warned([]) == []
+    (piece,) = p.piece_warnings({"type": "speak", "text": "more", "voice": "v", "speed": 2, "flush": False})
+    assert piece.message["code"] == "settings_ignored" and piece.message["message"].startswith("speed, voice only")
+    assert p.piece_warnings({"type": "speak", "text": "more"}) == []
 
 
 @pytest.mark.parametrize("frame, code, words", [

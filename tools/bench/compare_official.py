@@ -31,7 +31,9 @@ branch (as in tools/golden); at ``--size tiny`` the golden's width patches are a
 
 Stage times. Ours: the engine's own per-stage timers. Official: spies around its modules, so both
 sides cut the pipeline at the same places: gpt = ``merge_emovec`` + ``inference_speech`` (what the
-official ``gpt_gen_time`` covers), gpt_latent = the GPT forward pass (``gpt_forward_time``),
+official ``gpt_gen_time`` covers), split into cond (the official ``merge_emovec`` and
+``get_conditioning``, recomputed on every call; ours caches both per voice, so 0) and generate (the
+Hugging Face ``generate`` call; ours: ``generate()``, prefill and decode loop), gpt_latent = the GPT forward pass (``gpt_forward_time``),
 s2mel = from the end of that pass to the vocoder call (``s2mel_time``: gpt_layer, codec embedding,
 length regulator, CFM), vocoder = the BigVGAN call; total = the whole ``infer`` / ``run`` call.
 On CUDA the spies synchronize the device, as our engine's timers do.
@@ -78,6 +80,10 @@ DEFAULT_OFFICIAL_PYTHON = "/work/venvs/official/bin/python"
 DEFAULT_OFFICIAL_REPO = "/work/official/index-tts-1eafa93"
 TINY_CHECKPOINTS = ROOT / "tests" / "fixtures" / "pipeline" / "checkpoints"
 STAGES = ("gpt", "gpt_latent", "s2mel", "vocoder", "total")
+# inside the gpt stage: speaker/emotion conditioning recomputed per call (official: merge_emovec and
+# get_conditioning; ours: none, it is cached per voice) and the decoding itself (official: the Hugging
+# Face generate; ours: generate(), prefill and decode loop)
+GPT_PARTS = ("gpt_cond", "gpt_generate")
 DEFAULT_TEXT = "Hello there, this is a quick benchmark sentence for the speech pipeline."
 BUILD_MARKER = "compare_official.json"
 
@@ -269,8 +275,10 @@ def official_worker(job: dict) -> dict:
     def latent_done(out, now):
         rec["latent_end"] = now
 
-    tts.gpt.merge_emovec = timed("gpt", tts.gpt.merge_emovec)
+    tts.gpt.merge_emovec = timed("gpt", timed("gpt_cond", tts.gpt.merge_emovec))
     tts.gpt.inference_speech = timed("gpt", tts.gpt.inference_speech, count_codes)
+    tts.gpt.get_conditioning = timed("gpt_cond", tts.gpt.get_conditioning)
+    tts.gpt.inference_model.generate = timed("gpt_generate", tts.gpt.inference_model.generate)
     tts.gpt.forward = timed("gpt_latent", tts.gpt.forward, latent_done)  # nn.Module.__call__ -> self.forward
     vocoder = tts.bigvgan
 
@@ -305,7 +313,7 @@ def official_worker(job: dict) -> dict:
             sr, wav = tts.infer(job["ref"], job["text"], None, max_mel_tokens=job["tokens"],
                                 num_beams=job["beams"], suppress_tokens=[stop, start])
         sync()
-        row = {**{s: acc.get(s, 0.0) for s in STAGES[:-1]}, "total": time.perf_counter() - t,
+        row = {**{s: acc.get(s, 0.0) for s in STAGES[:-1] + GPT_PARTS}, "total": time.perf_counter() - t,
                "codes": rec["codes"], "stop_emitted": rec["stop"], "audio_s": wav.shape[0] / sr}
         quiet.seek(0)
         quiet.truncate()
@@ -373,7 +381,11 @@ def our_side(job: dict) -> dict:
     real_generate = eng_mod.generate
 
     def counting_generate(*a, **kw):
+        sync()
+        t = time.perf_counter()
         gen = real_generate(*a, **kw)
+        sync()
+        counted["gpt_generate"] = counted.get("gpt_generate", 0.0) + time.perf_counter() - t
         counted["codes"] = counted.get("codes", 0) + sum(int(c.numel()) for c in gen.codes)
         counted["stop"] = counted.get("stop", False) or any(bool(s) for s in gen.stopped)
         return gen
@@ -384,6 +396,7 @@ def our_side(job: dict) -> dict:
             counted.clear()
             row = call(seed)
             row["codes"], row["stop_emitted"] = counted["codes"], counted["stop"]
+            row["gpt_generate"], row["gpt_cond"] = counted["gpt_generate"], 0.0  # conditioning: cached per voice
             return row
 
         warm = counted_call(job["seed"])
@@ -507,15 +520,16 @@ def summarize(side: dict | None) -> dict | None:
     if side is None:
         return None
     reps = side["reps"]
-    side["mean"] = {s: statistics.mean(r[s] for r in reps) for s in STAGES}
-    side["min"] = {s: min(r[s] for r in reps) for s in STAGES}
+    parts = [p for p in GPT_PARTS if all(p in r for r in reps)]  # absent from files of older runs
+    side["mean"] = {s: statistics.mean(r[s] for r in reps) for s in (*STAGES, *parts)}
+    side["min"] = {s: min(r[s] for r in reps) for s in (*STAGES, *parts)}
     side["audio_s"] = statistics.mean(r["audio_s"] for r in reps)
     side["rtf"] = side["mean"]["total"] / side["audio_s"] if side["audio_s"] else None
     return side
 
 
 def _ratio(off: dict, ours: dict) -> dict:
-    return {s: off[s] / ours[s] if ours[s] > 0 else None for s in STAGES}
+    return {s: off[s] / ours[s] if ours.get(s, 0) > 0 and s in off else None for s in (*STAGES, *GPT_PARTS)}
 
 
 def print_table(res: dict) -> None:
@@ -532,8 +546,10 @@ def print_table(res: dict) -> None:
     print(head)
     print("-" * len(head))
     ratio, ratio_min = res["ratio"] or {}, res.get("ratio_min") or {}
-    for s in STAGES:
-        print(f"{s:<11} {fmt(off['mean'][s] if off else None):>13} {fmt(off['min'][s] if off else None):>8} "
+    rows = [s for s in ("gpt", *GPT_PARTS, *STAGES[1:]) if s in ours["mean"]]
+    for s in rows:
+        label = f" {s[4:]}" if s in GPT_PARTS else s  # the parts print indented under gpt
+        print(f"{label:<11} {fmt(off['mean'].get(s) if off else None):>13} {fmt(off['min'].get(s) if off else None):>8} "
               f"{ours['mean'][s]:10.3f} {ours['min'][s]:8.3f} {fmt(ratio.get(s), '.2f'):>11} "
               f"{fmt(ratio_min.get(s), '.2f'):>10}")
     print("ratio = official seconds / our seconds (> 1: ours is faster); min = fastest rep (least CPU noise)")

@@ -13,6 +13,7 @@ under a mask; a prefill writes a prompt into the rows it is given and attends on
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -41,6 +42,7 @@ class KVCache:
         self.k = torch.zeros(layers, rows, heads, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.rows = torch.arange(rows, device=device)[:, None]  # [R, 1], row index for slot writes
+        self.slot_ids = torch.arange(max_len, device=device)  # [S], for step masks without a new arange
 
     @property
     def max_len(self) -> int:
@@ -55,12 +57,30 @@ class KVCache:
             new = old.new_zeros(old.shape[:3] + (max_len, old.size(4)))
             new[:, :, :, : old.size(3)] = old
             setattr(self, name, new)
+        self.slot_ids = torch.arange(max_len, device=self.k.device)
 
-    def move(self, dst: torch.Tensor, src: torch.Tensor, used: int) -> None:
-        """Rows ``dst`` [N] take the history (slots 0..used-1) of rows ``src`` [N], all read before
-        any is written (beam search: a beam continues another beam's sequence)."""
+    def move(self, dst: Sequence[int], src: Sequence[int], used: int) -> None:
+        """Rows ``dst`` take the history (slots 0..used-1) of rows ``src``, all read before any is
+        written (beam search: a beam continues another beam's sequence).
+
+        Only rows whose source differs are copied, row by row in place (no gathered temporary),
+        each once no pending copy still reads it; what is left is a cycle (beams swapping
+        histories), copied through one gathered temporary."""
+        pending = {d: s for d, s in zip(dst, src) if d != s}
+        while pending:
+            read = set(pending.values())
+            free = [d for d in pending if d not in read]
+            if not free:
+                rows, sources = list(pending), list(pending.values())
+                for cache in (self.k, self.v):
+                    cache[:, rows, :, :used] = cache[:, sources, :, :used]
+                return
+            for d in free:
+                self._copy_row(d, pending.pop(d), used)
+
+    def _copy_row(self, dst: int, src: int, used: int) -> None:
         for cache in (self.k, self.v):
-            cache[:, dst, :, :used] = cache[:, src, :, :used]
+            cache[:, dst, :, :used].copy_(cache[:, src, :, :used])
 
 
 class LayerCache(NamedTuple):
@@ -170,7 +190,8 @@ def prompt_mask(lengths: torch.Tensor, t: int, s: int) -> torch.Tensor:
     return mask.unsqueeze(1)
 
 
-def step_mask(slots: torch.Tensor, s: int) -> torch.Tensor:
-    """[B, 1, 1, S]: a decode step at ``slots`` [B] sees every slot up to and including its own."""
-    k = torch.arange(s, device=slots.device)
+def step_mask(slots: torch.Tensor, s: int, slot_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, 1, 1, S]: a decode step at ``slots`` [B] sees every slot up to and including its own
+    (``slot_ids``: a prebuilt ``arange`` of at least S, e.g. the cache's)."""
+    k = torch.arange(s, device=slots.device) if slot_ids is None else slot_ids[:s]
     return (k[None, :] <= slots[:, None])[:, None, None, :]

@@ -35,7 +35,7 @@ until exactly ``target_codes`` codes exist, and generation ends there.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
@@ -198,6 +198,7 @@ class DecodeRequest:
     codes: torch.Tensor | None = None  # when finished: [L] long, stop token excluded
     stopped: bool = False  # finished by a stop token (False: by its budget)
     forbid: tuple[int, ...] = ()  # codes it may never choose (forced code counts in benchmarks)
+    beam_rows: list[int] = field(default_factory=list)  # cache row of each beam, best beam first
 
 
 class DecodePool:
@@ -257,9 +258,9 @@ class DecodePool:
         """The requests in the pool (block order) and their cache rows: a slice when the blocks are
         consecutive (row state is then read through views, not gathered), else an index tensor.
         Kept until a request joins or leaves."""
-        if self._active is None:
+        if self._active is None or self.beams > 1:  # beams change rows every step
             active = [self.requests[k] for k in sorted(self.requests)]
-            rows = [row for r in active for row in self._rows(r)]
+            rows = [row for r in active for row in r.beam_rows]
             if rows == list(range(rows[0], rows[-1] + 1)):
                 self._active = active, slice(rows[0], rows[-1] + 1)
             else:
@@ -313,7 +314,7 @@ class DecodePool:
         self._active = None
         out = []
         for k, tag, n, budget, g, ban in zip(blocks, tags, lengths_l, budgets, generators, forbid):
-            r = DecodeRequest(tag, k, n, budget, g, forbid=ban,
+            r = DecodeRequest(tag, k, n, budget, g, forbid=ban, beam_rows=list(range(k * nb, (k + 1) * nb)),
                               hyps=Hypotheses(nb, self.params.length_penalty) if nb > 1 else None)
             self.requests[k] = r
             out.append(r)
@@ -414,12 +415,12 @@ class DecodePool:
         cand_scores, order = torch.sort(torch.gather(total, -1, cand), descending=True, dim=1)
         # one host sync for ids and scores (ids < 2**24 are exact in float64, as are fp32 scores)
         cand_l, score_l = torch.stack((torch.gather(cand, -1, order).double(), cand_scores.double())).tolist()
-        dst, src, picks, moved = [], [], [], []
+        new_rows, copies, picks, moved = [], [], [], []
         for a, r in enumerate(active):
-            base, step = r.block * nb, r.step
+            step = r.step
             picked: list[tuple[int, float, int]] = []  # (source row, score, token)
             for rank, (c, s) in enumerate(zip(cand_l[a], score_l[a])):
-                row, tok = base + int(c) // vocab, int(c) % vocab
+                row, tok = r.beam_rows[int(c) // vocab], int(c) % vocab
                 if tok == stop:
                     if rank < nb:  # a stop among the best closes a hypothesis
                         r.hyps.add(self.history[row, :step].tolist(), s, step + 1, stopped=True)
@@ -431,38 +432,55 @@ class DecodePool:
             if r.hyps.is_done(score_l[a][0], step + 1):
                 self._finish(r, *r.hyps.best()[1:], done)
                 continue
-            for j, (row, s, tok) in enumerate(picked):
-                dst.append(base + j)
-                src.append(row)
-                picks.append((tok, s))
+            r.beam_rows = self._place_beams([row for row, _, _ in picked], r.beam_rows, copies)
+            new_rows += r.beam_rows
+            picks += [(tok, s) for _, s, tok in picked]
             moved.append(r)
         if not moved:
             return
-        self._continue_beams(moved, rows if len(moved) == len(active) else None, dst, src, picks)
+        self._continue_beams(moved, new_rows, copies, picks)
         for m, r in enumerate(moved):  # a budget that ends here keeps the live beams as candidates
             if r.step >= r.budget:
-                live = self.history[r.block * nb : (r.block + 1) * nb, : r.step].tolist()
+                live = self.history[r.beam_rows, : r.step].tolist()
                 for j in range(nb):
                     r.hyps.add(live[j], picks[m * nb + j][1], r.step, stopped=False)
                 self._finish(r, *r.hyps.best()[1:], done)
 
-    def _continue_beams(self, moved, rows, dst, src, picks) -> None:
-        """Beam rows ``dst`` continue the sequences of rows ``src`` with the picked (code, score):
-        the rows whose source differs take over its history, seen set and cache first. ``rows``:
-        the step's rows when every request moved on (a slice or index in ``dst`` order)."""
+    @staticmethod
+    def _place_beams(sources: list[int], rows: list[int], copies: list[tuple[int, int]]) -> list[int]:
+        """Cache rows for the new beams (best first), which continue the beams in rows ``sources``:
+        the first continuation of a row stays in it (nothing moves); a second one of the same row
+        takes a row that nobody continues, and its history is copied there (``copies`` gets
+        (destination, source)). Sources are never overwritten, so the copies need no order."""
+        placed: list[int | None] = []
+        taken = set()
+        for src in sources:
+            placed.append(None if src in taken else src)
+            taken.add(src)
+        spare = [row for row in rows if row not in taken]
+        for j, src in enumerate(sources):
+            if placed[j] is None:
+                placed[j] = spare.pop(0)
+                copies.append((placed[j], src))
+        return placed
+
+    def _continue_beams(self, moved, rows: list[int], copies: list[tuple[int, int]], picks) -> None:
+        """The new beams of the ``moved`` requests sit in cache ``rows`` (best first per request)
+        with the picked (code, score); rows that continue another row's beam take over its
+        history, seen set and cache first."""
         dev = self.tokens.device
-        changed = [(d, s) for d, s in zip(dst, src) if d != s]
-        if changed:
-            d_changed = torch.tensor([d for d, _ in changed], device=dev)
-            s_changed = torch.tensor([s for _, s in changed], device=dev)
-            self.history[d_changed] = self.history[s_changed]
-            self.seen[d_changed] = self.seen[s_changed]
-            self.cache.move(dst, src, max(r.prompt_length + r.step - 1 for r in moved))
-        if rows is None:
-            rows = torch.tensor(dst, device=dev)
+        if copies:
+            dst = torch.tensor([d for d, _ in copies], device=dev)
+            src = torch.tensor([s for _, s in copies], device=dev)
+            self.history[dst] = self.history[src]
+            self.seen[dst] = self.seen[src]
+            used = max(r.prompt_length + r.step - 1 for r in moved)
+            for d, s in copies:
+                self.cache.copy_row(d, s, used)
+        index = torch.tensor(rows, device=dev)
         picked = torch.tensor(picks, dtype=torch.float64, device=dev)  # [N, 2]: code, score (one copy)
-        self._record(rows, picked[:, 0].long())
-        self.beam_scores[rows] = picked[:, 1].to(self.beam_scores.dtype)
+        self._record(index, picked[:, 0].long())
+        self.beam_scores[index] = picked[:, 1].to(self.beam_scores.dtype)
 
 
 @torch.inference_mode()

@@ -13,7 +13,6 @@ under a mask; a prefill writes a prompt into the rows it is given and attends on
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -59,26 +58,9 @@ class KVCache:
             setattr(self, name, new)
         self.slot_ids = torch.arange(max_len, device=self.k.device)
 
-    def move(self, dst: Sequence[int], src: Sequence[int], used: int) -> None:
-        """Rows ``dst`` take the history (slots 0..used-1) of rows ``src``, all read before any is
-        written (beam search: a beam continues another beam's sequence).
-
-        Only rows whose source differs are copied, row by row in place (no gathered temporary),
-        each once no pending copy still reads it; what is left is a cycle (beams swapping
-        histories), copied through one gathered temporary."""
-        pending = {d: s for d, s in zip(dst, src) if d != s}
-        while pending:
-            read = set(pending.values())
-            free = [d for d in pending if d not in read]
-            if not free:
-                rows, sources = list(pending), list(pending.values())
-                for cache in (self.k, self.v):
-                    cache[:, rows, :, :used] = cache[:, sources, :, :used]
-                return
-            for d in free:
-                self._copy_row(d, pending.pop(d), used)
-
-    def _copy_row(self, dst: int, src: int, used: int) -> None:
+    def copy_row(self, dst: int, src: int, used: int) -> None:
+        """Row ``dst`` takes the history (slots 0..used-1) of row ``src`` (beam search: a beam
+        continues another beam's sequence), copied in place."""
         for cache in (self.k, self.v):
             cache[:, dst, :, :used].copy_(cache[:, src, :, :used])
 

@@ -228,8 +228,9 @@ def _patch_official_runtime(size: str) -> None:
     _golden().patch_wetext()
 
 
-def official_worker(job: dict) -> dict:
-    """Time the official ``IndexTTS2.infer`` (runs in the oracle venv)."""
+def official_worker(job: dict, serve: bool = False) -> dict:
+    """Time the official ``IndexTTS2.infer`` (runs in the oracle venv); ``serve``: one call per
+    seed read from stdin (``--interleave``)."""
     ckpt = Path(job["checkpoints"])
     _official_env(ckpt, job["threads"])
     import torch
@@ -319,11 +320,18 @@ def official_worker(job: dict) -> dict:
         quiet.truncate()
         return row
 
+    meta = {"load_s": load_s, "text_tokens": text_tokens, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "device": device}
+    if serve:  # --interleave: one call per seed read from stdin, until "quit"
+        print("READY " + json.dumps(meta), flush=True)
+        for line in sys.stdin:
+            if line.strip() == "quit":
+                break
+            print("RESULT " + json.dumps(call(int(line))), flush=True)
+        return meta
     warm = call(job["seed"])
     reps = [call(job["seed"] + 1 + i) for i in range(job["reps"])]
-    return {"load_s": load_s, "warmup": warm, "reps": reps, "text_tokens": text_tokens,
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": device}
+    return {**meta, "warmup": warm, "reps": reps}
 
 
 def torch_threads() -> int:
@@ -334,8 +342,9 @@ def torch_threads() -> int:
 
 # ----------------------------------------------------------------------------- project-venv side
 
-def our_side(job: dict) -> dict:
-    """Time our engine on the same checkpoint directory (runs in the project venv)."""
+def our_side(job: dict, before_each=None) -> dict:
+    """Time our engine on the same checkpoint directory (runs in the project venv).
+    ``before_each(seed)`` runs before each of our calls (``--interleave``: the official call)."""
     import hashlib
 
     import torch
@@ -393,6 +402,8 @@ def our_side(job: dict) -> dict:
     eng_mod.generate = counting_generate
     try:
         def counted_call(seed: int) -> dict:
+            if before_each is not None:
+                before_each(seed)
             counted.clear()
             row = call(seed)
             row["codes"], row["stop_emitted"] = counted["codes"], counted["stop"]
@@ -439,6 +450,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"python of the oracle venv (default {DEFAULT_OFFICIAL_PYTHON})")
     ap.add_argument("--official-repo", type=Path, default=Path(DEFAULT_OFFICIAL_REPO))
     ap.add_argument("--skip-official", action="store_true", help="time our engine only")
+    ap.add_argument("--interleave", action="store_true",
+                    help="both sides loaded at once, calls alternating official/ours (fair under a varying "
+                         "machine load; needs the memory of both)")
     ap.add_argument("--official-timeout", type=float, default=3600.0, help="seconds before the official side "
                                                                               "is abandoned (default 3600)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
@@ -474,6 +488,41 @@ def _run_worker(a: argparse.Namespace, mode: str, payload: dict, threads: int) -
         raise RuntimeError(f"official-venv {mode} failed (exit {proc.returncode}):\n{tail}")
     results = [ln[len("RESULT "):] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     return json.loads(results[-1]) if results else None
+
+
+def interleaved(a: argparse.Namespace, job: dict) -> tuple[dict, dict]:
+    """Both sides loaded, calls alternating (official, ours) with the same seeds: a change of the
+    machine's load hits both sides alike."""
+    env = dict(os.environ, PYTHONPATH=str(a.official_repo), OMP_NUM_THREADS=str(a.threads),
+               MKL_NUM_THREADS=str(a.threads))
+    proc = subprocess.Popen(_official_cmd(a, "official_serve", job), env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+    def reply(prefix: str) -> dict:
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix):])
+        raise RuntimeError(f"official-venv worker ended (exit {proc.wait()}) before sending {prefix.strip()}")
+
+    rows: list[dict] = []
+
+    def official_call(seed: int) -> None:
+        proc.stdin.write(f"{seed}\n")
+        proc.stdin.flush()
+        rows.append(reply("RESULT "))
+
+    try:
+        print("interleaved: loading the official side ...", flush=True)
+        meta = reply("READY ")
+        print("interleaved: loading our side; then official, ours, official, ... calls", flush=True)
+        ours = our_side(job, before_each=official_call)
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        proc.wait(timeout=a.official_timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return {**meta, "warmup": rows[0], "reps": rows[1:]}, ours
 
 
 def official_unavailable(a: argparse.Namespace) -> str | None:
@@ -586,15 +635,18 @@ def run(argv: list[str] | None = None) -> dict:
                "cfm_steps": a.cfm_steps, "beams": a.beams, "reps": a.reps, "threads": a.threads, "device": a.device,
                "dtype": a.dtype, "our_dtype": a.our_dtype or a.dtype, "seed": a.seed}
         official = None
-        if skip is None:
+        if skip is None and a.interleave:
+            official, ours = interleaved(a, job)
+        elif skip is None:
             t = time.perf_counter()
             print("official side ...", flush=True)
             official = _run_worker(a, "official", job, a.threads)
             print(f"official side done in {time.perf_counter() - t:.0f} s", flush=True)
-        t = time.perf_counter()
-        print("our side ...", flush=True)
-        ours = our_side(job)
-        print(f"our side done in {time.perf_counter() - t:.0f} s", flush=True)
+        if skip is not None or not a.interleave:
+            t = time.perf_counter()
+            print("our side ...", flush=True)
+            ours = our_side(job)
+            print(f"our side done in {time.perf_counter() - t:.0f} s", flush=True)
     official, ours = summarize(official), summarize(ours)
     ratio = ratio_min = None
     if official is not None:
@@ -619,10 +671,12 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] in ("--_build", "--_official"):  # oracle-venv worker modes
+    if len(sys.argv) == 3 and sys.argv[1] in ("--_build", "--_official", "--_official_serve"):  # oracle-venv workers
         payload = json.loads(sys.argv[2])
         if sys.argv[1] == "--_build":
             build_checkpoint(Path(payload["dest"]), payload["size"], Path(payload["repo"]))
+        elif sys.argv[1] == "--_official_serve":
+            official_worker(payload, serve=True)
         else:
             print("RESULT " + json.dumps(official_worker(payload)), flush=True)
         return

@@ -24,8 +24,13 @@ Batching (``DecodePool``): requests join a running decode at any step boundary a
 as they finish or are dropped, so new requests never wait for a batch to end. The pool's KV cache
 ([layers, rows, heads, max_len, head_dim]) outlives requests and grows only when a longer one
 arrives; each request owns a block of rows, each row its own positions and slots; the decode step
-runs every row with fixed shapes except the attended span. Beam search moves cache rows between
-beams of the same request only.
+runs every row with fixed shapes except the attended span. Beam search keeps each beam in a row
+of its request's block (read best-first through an index) and copies a row's history only when
+two new beams continue the same beam.
+
+Per step the loop keeps its state on the device: rows' slots, positions and code counts advance
+in place, the request set is re-read only when it changes, and the only host sync is the one
+read of the chosen codes (and, for beams, their scores).
 
 Duration control (``target_codes``, not official): the v2 checkpoint has no duration input (its
 two speed slots are constant), so the decoder itself is constrained: the stop token is masked

@@ -30,7 +30,7 @@ two new beams continue the same beam.
 
 Per step the loop keeps its state on the device: rows' slots, positions and code counts advance
 in place, the request set is re-read only when it changes, and the only host sync is the one
-read of the chosen codes (and, for beams, their scores).
+read of the chosen codes (and, for beams, their scores), plus reading a sequence that ends.
 
 Duration control (``target_codes``, not official): the v2 checkpoint has no duration input (its
 two speed slots are constant), so the decoder itself is constrained: the stop token is masked

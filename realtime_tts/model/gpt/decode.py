@@ -183,6 +183,43 @@ class Hypotheses:
         return sorted(self.beams, key=lambda x: x[0])[-1]
 
 
+def place_beams(sources: list[int], rows: list[int], copies: list[tuple[int, int]]) -> list[int]:
+    """Cache rows (of a request's ``rows``) for its new beams, best first, which continue the beams
+    in rows ``sources``: the first continuation of a row stays in it (nothing moves); a second one
+    of the same row takes a row that nobody continues, and its history is to be copied there
+    (``copies`` gets (destination, source)). Sources are never overwritten, so copies need no order."""
+    placed: list[int | None] = []
+    taken = set()
+    for src in sources:
+        placed.append(None if src in taken else src)
+        taken.add(src)
+    spare = [row for row in rows if row not in taken]
+    for j, src in enumerate(sources):
+        if placed[j] is None:
+            placed[j] = spare.pop(0)
+            copies.append((placed[j], src))
+    return placed
+
+
+def beam_candidates(r: "DecodeRequest", cand: list[float], scores: list[float], vocab: int, stop: int,
+                    history: torch.Tensor) -> list[tuple[int, float, int]]:
+    """The continuations (source row, score, code) of request ``r``'s next beams, from its sampled
+    candidates (ids over beams x vocab, best first): a stop among the best ``beams`` closes a
+    hypothesis (its history read from ``history``), other stops are skipped."""
+    nb = len(r.beam_rows)
+    picked: list[tuple[int, float, int]] = []
+    for rank, (c, s) in enumerate(zip(cand, scores)):
+        row, tok = r.beam_rows[int(c) // vocab], int(c) % vocab
+        if tok == stop:
+            if rank < nb:
+                r.hyps.add(history[row, : r.step].tolist(), s, r.step + 1, stopped=True)
+        else:
+            picked.append((row, s, tok))
+        if len(picked) == nb:
+            break
+    return picked
+
+
 # ---- the decode pool: continuous batching ---------------------------------------------
 
 class PoolFull(RuntimeError):
@@ -423,21 +460,12 @@ class DecodePool:
         new_rows, copies, picks, moved = [], [], [], []
         for a, r in enumerate(active):
             step = r.step
-            picked: list[tuple[int, float, int]] = []  # (source row, score, token)
-            for rank, (c, s) in enumerate(zip(cand_l[a], score_l[a])):
-                row, tok = r.beam_rows[int(c) // vocab], int(c) % vocab
-                if tok == stop:
-                    if rank < nb:  # a stop among the best closes a hypothesis
-                        r.hyps.add(self.history[row, :step].tolist(), s, step + 1, stopped=True)
-                else:
-                    picked.append((row, s, tok))
-                if len(picked) == nb:
-                    break
+            picked = beam_candidates(r, cand_l[a], score_l[a], vocab, stop, self.history)
             r.step += 1
             if r.hyps.is_done(score_l[a][0], step + 1):
                 self._finish(r, *r.hyps.best()[1:], done)
                 continue
-            r.beam_rows = self._place_beams([row for row, _, _ in picked], r.beam_rows, copies)
+            r.beam_rows = place_beams([row for row, _, _ in picked], r.beam_rows, copies)
             new_rows += r.beam_rows
             picks += [(tok, s) for _, s, tok in picked]
             moved.append(r)
@@ -450,24 +478,6 @@ class DecodePool:
                 for j in range(nb):
                     r.hyps.add(live[j], picks[m * nb + j][1], r.step, stopped=False)
                 self._finish(r, *r.hyps.best()[1:], done)
-
-    @staticmethod
-    def _place_beams(sources: list[int], rows: list[int], copies: list[tuple[int, int]]) -> list[int]:
-        """Cache rows for the new beams (best first), which continue the beams in rows ``sources``:
-        the first continuation of a row stays in it (nothing moves); a second one of the same row
-        takes a row that nobody continues, and its history is copied there (``copies`` gets
-        (destination, source)). Sources are never overwritten, so the copies need no order."""
-        placed: list[int | None] = []
-        taken = set()
-        for src in sources:
-            placed.append(None if src in taken else src)
-            taken.add(src)
-        spare = [row for row in rows if row not in taken]
-        for j, src in enumerate(sources):
-            if placed[j] is None:
-                placed[j] = spare.pop(0)
-                copies.append((placed[j], src))
-        return placed
 
     def _continue_beams(self, moved, rows: list[int], copies: list[tuple[int, int]], picks) -> None:
         """The new beams of the ``moved`` requests sit in cache ``rows`` (best first per request)

@@ -59,6 +59,7 @@ class ModelFamily(ABC):
     sample_rate: ClassVar[int]
     features_stage: ClassVar[str]  # stage name of ``s2m_features`` in the timings
     cache_kinds: ClassVar[tuple[type, ...]]  # the dataclasses the conditioning cache stores
+    languages: ClassVar[tuple[str, ...]]  # language codes (ISO 639 primary subtags) its front end speaks
 
     gpt: Any  # the autoregressive model the decode pool drives
     s2mel: Any  # realtime_tts.model.s2mel.S2Mel
@@ -98,6 +99,11 @@ class ModelFamily(ABC):
     @abstractmethod
     def emotion_conditioning(self, src) -> Any:
         """Conditioning of a clip used as an emotion reference (has ``emovec`` [1, C])."""
+
+    @property
+    def emotion_sources(self) -> tuple[str, ...]:
+        """The ``Emotion`` drivers this family follows ("vector", "reference", "text")."""
+        return ("vector", "reference")
 
     @abstractmethod
     def emotion_weights(self, text: str) -> list[float]:

@@ -87,6 +87,7 @@ class IndexTTS2Family(ModelFamily):
     sample_rate = SAMPLE_RATE
     features_stage = "gpt_latent"
     cache_kinds = (VoiceConditioning, EmotionConditioning)
+    languages = ("zh", "en")
 
     def __init__(self, models: Models, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  files: Sequence[Path] = ()) -> None:
@@ -207,6 +208,10 @@ class IndexTTS2Family(ModelFamily):
         for j, c in enumerate(codes):
             padded[j, : c.numel()] = c
         return m.s2mel.semantic(m.codec.vq2emb(padded).transpose(1, 2), latent), lens  # [R, L, W], [R]
+
+    @property
+    def emotion_sources(self) -> tuple[str, ...]:
+        return ("vector", "reference") + (("text",) if self.models.qwen is not None else ())
 
     def describe(self) -> dict:
         return {"emotion_text": self.models.qwen is not None}

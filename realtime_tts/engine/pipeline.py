@@ -181,9 +181,19 @@ class PipelineEngine(Engine):
         self.family.gpt.compile_decode_step()
         self.family.s2mel.cfm.compile_estimator()
 
+    clones_voices = True
+
     @property
     def needs_voice(self) -> bool:
         return self.default_voice is None
+
+    @property
+    def languages(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.family.languages
+
+    @property
+    def emotion_sources(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.family.emotion_sources
 
     # ---- the text stage ---------------------------------------------------------------
 
@@ -332,7 +342,7 @@ class PipelineEngine(Engine):
 
     def describe(self) -> dict:
         info = {
-            "name": self.name, "sample_rate": self.sample_rate, "clones_voices": True,
+            **super().describe(),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "checkpoint": self.source, "decoding": self.sampling.mode, "num_beams": self.sampling.num_beams,
             "cfm_steps": self.cfm_steps, "compiled": self.compiled, **self.family.describe(),

@@ -16,7 +16,8 @@ for the first time (conditioning included) and for a cached voice. Run it from t
 
 With ``--streams N[,N...]`` or ``--targets`` (or ``realtime-tts bench serve ...``) the serving
 benchmark runs instead: the real server under N concurrent clients (tools/bench/serve.py;
-``realtime-tts bench serve --help``).
+``realtime-tts bench serve --help``). ``realtime-tts bench soak`` runs the soak/abuse harness
+(tools/soak; ``realtime-tts bench soak --help``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the GPT decode step and the S2M estimator (the warm-up compiles)")
     ap.add_argument("--seed", type=int, default=0)
+    # Handled by run_bench before this parser (the serving benchmark); listed so --help shows them.
+    serving = ap.add_argument_group("serving benchmark (the real server under load; all its options: "
+                                    "realtime-tts bench serve --help)")
+    serving.add_argument("--targets", action="store_true",
+                         help="measure the performance targets (single-stream RTF, idle short-sentence TTFA, "
+                              "most real-time streams) and print them as a Markdown table")
+    serving.add_argument("--streams", metavar="N[,N...]", help="concurrency levels to run, e.g. 1,4,16")
     a = ap.parse_args(argv)
     if a.tokens is None:
         a.tokens = 50 if a.quick else 250

@@ -2,6 +2,7 @@
 #
 # CPU (default):  docker build -t realtime-tts:cpu .
 # GPU (CUDA):     docker build -t realtime-tts:gpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+# Ray / KubeRay:  add --build-arg PIP_EXTRAS=[cluster] (ray[serve], boto3 for the S3 voice store)
 #
 # torch is installed first from TORCH_INDEX_URL (the PyTorch CPU or CUDA wheel index; the CUDA
 # wheels carry their own CUDA runtime, so the same slim base image serves both), then the project,
@@ -11,6 +12,7 @@ FROM ${PYTHON_IMAGE}
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_EXTRAS=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -22,7 +24,7 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY realtime_tts ./realtime_tts
-RUN pip install . && python -c "import realtime_tts.server.voices, av, soxr"
+RUN pip install ".${PIP_EXTRAS}" && python -c "import realtime_tts.server.voices, av, soxr"
 
 # Run unprivileged; voices live in /data, the IndexTTS-2 checkpoint is mounted at /checkpoints.
 RUN useradd --create-home --uid 1000 tts && mkdir -p /data /checkpoints && chown tts:tts /data

@@ -12,12 +12,12 @@ PIP    := $(VENV)/bin/python -m pip
 ARGS   ?=
 PYTEST_ARGS ?= -q
 
-.PHONY: serve test venv test-venv browser clean
+.PHONY: serve test venv test-venv browser haproxy clean
 
 serve: $(VENV)/.deps
 	$(VENV)/bin/realtime-tts serve $(ARGS)
 
-test: $(VENV)/.test-deps browser
+test: $(VENV)/.test-deps browser haproxy
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 venv: $(VENV)/.deps
@@ -35,7 +35,7 @@ $(VENV)/.deps: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test-deps: pyproject.toml $(VENV)/.deps
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,cluster]'
 	touch $@
 
 # The browser test drives Debian's chromium; install it when we can (root + apt), else the
@@ -47,6 +47,16 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium not found and cannot install it here: the browser test will be skipped"; fi; }
+
+# The HAProxy test (tests/cluster/test_haproxy.py) drives Debian's haproxy in front of local
+# servers; install it the same way, else that test skips and says why.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian haproxy for the HAProxy test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null) \
+	      || echo "could not install haproxy: the HAProxy test will be skipped"; \
+	  else echo "haproxy not found and cannot install it here: the HAProxy test will be skipped"; fi; }
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ def _urls(host: str, port: int) -> list[str]:
     return [
         f"  browser page     {base}/",
         f"  health           {base}/health",
+        f"  ready            {base}/ready",
         f"  OpenAI speech    POST {base}/v1/audio/speech",
         f"  agent stream     {ws}/v1/tts/stream",
         f"  xiaozhi device   {ws}/xiaozhi/v1/",
@@ -80,23 +83,140 @@ def build_context(settings, choice) -> "ServerContext":  # noqa: F821
     return ctx
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a taken port fails with one clear line, before any banner."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise config.ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts do not wait for TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise config.ConfigError(f"port {port} on {host} is already in use (is another server running?); "
+                                     "stop it or choose another port with --port") from None
+        raise config.ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .server.app import create_app
+    from .server.app import create_app, uvicorn_config
+    from .server.lifecycle import DrainingServer
     from .server.logging import configure_logging
 
     settings = config.load_settings(args)
     configure_logging(settings.log_format)
-    choice = _choose(settings)
-    ctx = build_context(settings, choice)
-    batching = f", up to {ctx.executor.max_batch} segments per pass" if hasattr(ctx.executor, "max_batch") else ""
-    print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
-    print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
-    print("\n".join(_urls(settings.host, settings.port)), flush=True)
-    uvicorn.run(create_app(ctx), host=settings.host, port=settings.port, log_config=None,
-                ws_max_size=4 * 1024 * 1024, timeout_graceful_shutdown=5)
+    sock = bind_socket(settings.host, settings.port)
+    server = None
+    try:
+        choice = _choose(settings)
+        ctx = build_context(settings, choice)
+        batching = f", up to {ctx.executor.max_batch} segments per pass" if hasattr(ctx.executor, "max_batch") else ""
+        print(f"realtime-tts: engine {choice.name} ({choice.reason}){batching}", flush=True)
+        print(f"realtime-tts: listening on {settings.host}:{settings.port}", flush=True)
+        print("\n".join(_urls(settings.host, settings.port)), flush=True)
+        server = DrainingServer(uvicorn_config(create_app(ctx), settings), ctx.lifecycle)
+        try:
+            server.run(sockets=[sock])  # SIGTERM: drain (server/lifecycle.py), then exit
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a clean stop
+            pass
+    finally:
+        sock.close()
+    return 0 if server is not None and server.started else 1  # 1: the app failed to start (logged)
+
+
+# --- serve-ray -----------------------------------------------------------------------------
+
+def replica_context(settings) -> "ServerContext":  # noqa: F821
+    """What one Ray Serve replica runs (the same as ``serve``, engine loaded in the app's lifespan)."""
+    return build_context(settings, _choose(settings))
+
+
+def ray_app(args: dict):
+    """``serve run deploy/ray/serve.yaml``: ``args`` = {settings: {...}, cluster: {...}} from the file."""
+    import types
+
+    import ray
+
+    from .server.ray_serve import ClusterOptions, build_application
+
+    unknown = set(args) - {"settings", "cluster"}
+    if unknown:
+        raise config.ConfigError(f"serve.yaml args: unknown keys {sorted(unknown)} (use settings: and cluster:)")
+    settings = config.load_settings(types.SimpleNamespace(config=None, **(args.get("settings") or {})))
+    try:
+        options = ClusterOptions(**(args.get("cluster") or {}))
+    except TypeError as e:
+        raise config.ConfigError(f"serve.yaml args.cluster: {e}") from None
+    return build_application(settings, options, replica_context,
+                             cluster_gpus=ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else 0.0)
+
+
+def run_serve_ray(args: argparse.Namespace) -> int:
+    import signal
+
+    import ray
+    from ray import serve
+
+    from .server.logging import configure_logging
+    from .server.ray_serve import ClusterOptions, build_application
+
+    settings = config.load_settings(args)
+    configure_logging(settings.log_format)
+    low = args.replicas or args.min_replicas
+    options = ClusterOptions(min_replicas=low, max_replicas=args.replicas or max(args.max_replicas, low),
+                             gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
+                             target_load=args.target_load, load_factor=args.load_factor, max_queued=args.max_queued)
+    options.validate()
+    if args.ray_address:
+        ray.init(address=args.ray_address)
+    else:  # a local cluster: its workers import this very checkout
+        ray.init(_temp_dir=args.ray_temp_dir or None,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        app = build_application(settings, options, replica_context,
+                                cluster_gpus=ray.cluster_resources().get("GPU", 0.0))
+        print(f"realtime-tts: starting {options.min_replicas}-{options.max_replicas} replicas on Ray "
+              f"({ray.cluster_resources().get('GPU', 0):g} GPUs in the cluster)", flush=True)
+        serve.run(app, name=options.name, route_prefix="/")
+        print(f"realtime-tts: serving through Ray Serve on {settings.host}:{settings.port}", flush=True)
+        print("\n".join(_urls(settings.host, settings.port)), flush=True)
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # only now: Ray's own processes keep the defaults
+        signal.sigwait(stop)
+        print("realtime-tts: stopping: replicas drain (up to --drain-timeout-s)", flush=True)
+        serve.shutdown()
+    finally:
+        ray.shutdown()
     return 0
+
+
+def _serve_ray_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray Serve")
+    group.add_argument("--ray-address", default="", help="Ray cluster to join (ray://HOST:10001 or auto); "
+                                                         "empty: start a local one on this machine")
+    group.add_argument("--ray-temp-dir", default="", help="Ray's session and log folder (local cluster only)")
+    group.add_argument("--replicas", type=int, default=0, help="a fixed number of replicas (no autoscaling)")
+    group.add_argument("--min-replicas", type=int, default=1, help="autoscaling lower bound (default 1)")
+    group.add_argument("--max-replicas", type=int, default=1, help="autoscaling upper bound (default 1)")
+    group.add_argument("--gpus-per-replica", type=float, default=None,
+                       help="GPUs each replica reserves (default: 1 when the cluster has GPUs, else 0)")
+    group.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves (default 1)")
+    group.add_argument("--target-load", type=float, default=0.7,
+                       help="autoscale to keep (streams + queued) / capacity near this (default 0.7)")
+    group.add_argument("--load-factor", type=float, default=1.5,
+                       help="voice affinity gives way when a replica carries this times the mean load "
+                            "(default 1.5)")
+    group.add_argument("--max-queued", type=int, default=-1,
+                       help="streams waiting in Ray's proxy per replica before 503 (default: the capacity)")
 
 
 # --- say -----------------------------------------------------------------------------------
@@ -150,6 +270,14 @@ def run_say(args: argparse.Namespace) -> int:
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
     engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
                          compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
+    from .server.capabilities import engine_notices
+
+    notices = engine_notices(engine, options)  # the same notices a server's clients get
+    for notice in notices:
+        print(f"warning: {notice.message}", file=sys.stderr, flush=True)
+    if notices:
+        print("  (the IndexTTS2 engine clones voices and takes emotions: realtime-tts download fetches its "
+              "weights)", file=sys.stderr, flush=True)
     try:
         silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
         parts, started, audio_s = [], time.monotonic(), 0.0
@@ -173,8 +301,12 @@ def run_say(args: argparse.Namespace) -> int:
 
 # --- the parser ----------------------------------------------------------------------------
 
-def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser)
+# The settings ``say`` reads (the rest only matter to a server).
+SAY_SETTINGS = ("engine", "checkpoints", "device", "dtype", "compile", "max_segment_chars", "silence_ms", "data_dir")
+
+
+def _engine_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    config.add_arguments(parser, only=only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_flags(serve)
     serve.set_defaults(func=run_serve)
 
+    serve_ray = sub.add_parser("serve-ray", help="run replicas behind Ray Serve (needs the cluster extra)",
+                               description="Run N replicas of the server (one GPU each on a GPU cluster) behind "
+                                           "Ray Serve's proxy, with voice affinity, autoscaling on the stream load "
+                                           "and drain on stop. Every serve option applies to each replica.")
+    _engine_flags(serve_ray)
+    _serve_ray_flags(serve_ray)
+    serve_ray.set_defaults(func=run_serve_ray)
+
     say = sub.add_parser("say", help="synthesize text to a WAV file offline (same engine as serve)",
                          description="Synthesize TEXT ('-' reads stdin) into a WAV file, sentence by sentence.")
     say.add_argument("text", metavar="TEXT", help="what to say; '-' reads it from stdin")
@@ -199,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--emotion-text", help="describe the emotion in words (IndexTTS2's Qwen emotion model)")
     say.add_argument("--emotion-audio", help="emotion reference clip")
     say.add_argument("--emotion-alpha", type=float, default=1.0, help="emotion strength 0-1 (default 1.0)")
-    _engine_flags(say)
+    _engine_flags(say, only=SAY_SETTINGS)
     say.set_defaults(func=run_say)
 
     from .engine.download import add_download_parser
@@ -218,12 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
 def run_voices(argv: list[str]) -> int:
     from .server.voices import main as voices_main
 
-    return voices_main(argv)
+    return voices_main(argv, prog="realtime-tts voices")
+
+
+def load_soak():
+    """tools/soak (a package of the source tree, not of the installed one) as ``realtime_tts_soak``."""
+    import importlib
+    import importlib.util
+
+    init = Path(__file__).resolve().parents[1] / "tools" / "soak" / "__init__.py"
+    if not init.is_file():
+        raise config.ConfigError(f"realtime-tts bench soak needs a source checkout ({init.parent} not found)")
+    if "realtime_tts_soak" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("realtime_tts_soak", init,
+                                                      submodule_search_locations=[str(init.parent)])
+        sys.modules["realtime_tts_soak"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["realtime_tts_soak"])
+    return importlib.import_module("realtime_tts_soak.main")
 
 
 def run_bench(argv: list[str]) -> int:
     import importlib.util
 
+    if argv[:1] == ["soak"]:  # the soak/abuse harness (tools/soak): no torch needed
+        return load_soak().run_soak(argv[1:])
     # The benchmark lives with the other benchmarks in the source tree, not in the package.
     path = Path(__file__).resolve().parents[1] / "tools" / "bench" / "pipeline.py"
     if not path.is_file():

@@ -45,7 +45,8 @@ class Settings:
     compile: bool = opt(False, "IndexTTS2: torch.compile the GPT decode step and the S2M estimator (faster steps; "
                                "start-up compiles for a minute or more)")
     # --- executor ----------------------------------------------------------------
-    max_queue: int = opt(256, "maximum queued segments across all clients before new work is refused as busy")
+    max_queue: int = opt(1024, "maximum queued segments across all clients before new work is refused as busy "
+                               "(each stream keeps at most 4 segments queued or running)")
     max_batch: int = opt(0, "segments synthesized together (IndexTTS2: continuous batching, new segments join "
                             "the running GPT decode; 1: one at a time; 0: automatic, 8 for IndexTTS2 on a "
                             "CUDA GPU, else 1)")
@@ -55,24 +56,55 @@ class Settings:
     max_text_chars: int = opt(4096, "maximum characters of text accepted per request / per context")
     max_buffer_delay_ms: int = opt(1500, "streamed text is auto-flushed after this many ms without new text")
     silence_ms: int = opt(200, "silence inserted between segments (encoded as real audio)")
+    # --- streams: backpressure, codec work, priorities (server/speech.py) -----------
+    max_lead_s: float = opt(10.0, "per stream, synthesis stops starting new segments while this many seconds of "
+                                  "its audio have been made and not yet consumed by the client (bounds memory)")
+    write_timeout_s: float = opt(10.0, "a client that accepts no data for this long is disconnected (WebSocket "
+                                       "close 1008, HTTP stream aborted) and its synthesis cancelled")
+    codec_threads: int = opt(0, "threads for audio encoding, decoding and voice files, off the event loop: one "
+                                "pool shared by every connection (0: min(4, CPU count))")
+    bulk_min_chars: int = opt(300, "whole-file HTTP responses (stream=false, /tts_url) longer than this many "
+                                   "characters run as bulk work: device, agent and streamed requests go first")
     # --- xiaozhi -----------------------------------------------------------------
     xiaozhi_hello_timeout_s: float = opt(10.0, "xiaozhi: close a device that sends no hello within this time")
     xiaozhi_idle_timeout_s: float = opt(180.0, "xiaozhi: close a device connection idle for this long")
     xiaozhi_prebuffer_packets: int = opt(5, "xiaozhi: packets sent at once before real-time pacing starts")
     xiaozhi_max_lead_ms: int = opt(400, "xiaozhi: maximum lead of sent audio over real time (hard cap 1000)")
+    xiaozhi_websocket_url: str = opt("", "xiaozhi OTA: the WebSocket URL handed to devices (empty: ws://<the Host the "
+                                         "device asked>/xiaozhi/v1/; set it behind a proxy or TLS terminator)")
+    xiaozhi_auth_key: str = opt("", "xiaozhi OTA: HMAC key of the device tokens it hands out when API keys are on "
+                                    "(empty: derived from the first API key; set xiaozhi-esp32-server's "
+                                    "server.auth_key to also accept the tokens its OTA issued)", secret=True)
     # --- agent stream ------------------------------------------------------------
     stream_idle_timeout_s: float = opt(60.0, "agent stream: close a socket idle for this long (keepalive resets it)")
+    # --- replicas: capacity, readiness, drain, shared voices (server/lifecycle.py, voice_store.py) ---
+    max_streams: int = opt(0, "streams this process serves at once (open WebSockets plus streaming HTTP responses): "
+                              "the denominator of the load gauge and, under Ray Serve, max_ongoing_requests; "
+                              "0: automatic, 8 per batch slot (measure yours with bench --targets)")
+    drain_timeout_s: float = opt(30.0, "on SIGTERM (or a Ray replica stop): how long utterances in flight may take "
+                                       "to finish before the remaining sockets are closed with 1001")
+    replica_id: str = opt("", "this process's name in the X-Replica-Id header (empty: HOSTNAME:PORT; under Ray "
+                              "Serve the replica's id)")
+    warm_voices: int = opt(64, "voices a replica keeps warm (least recently used dropped first)")
+    voice_store: str = opt("", "shared voice store: s3://BUCKET/PREFIX (S3-compatible; credentials from the usual "
+                               "AWS variables or files); empty: the local DATA_DIR/voices")
+    voice_store_endpoint: str = opt("", "S3 endpoint URL for stores other than AWS (MinIO, Ceph, R2...)")
     # --- HTTP API, voices, auth, logs (server/openai_api.py, voices.py, auth.py) ------
     api_keys: list = opt([], "API keys accepted as 'Authorization: Bearer <key>' (WebSockets also ?api_key=); JSON list; empty and no keys file: no auth", secret=True)
     api_keys_file: str = opt("", "file with one API key per line (# comments allowed), added to api_keys")
     data_dir: Path = opt(Path("data"), "directory where uploaded/imported voices are stored (survives restarts)")
     default_voice: str = opt("", "voice id used when a request names no voice or an unmapped OpenAI voice name (empty: the engine's built-in voice)")
     openai_voice_map: dict = opt({}, "OpenAI voice name -> voice id, JSON object, e.g. {\"alloy\": \"jay_klee\"}; unmapped names use default_voice")
+    tts_route_format: str = opt("pcm", "what POST /tts answers when the request does not say (format): pcm (raw 24 kHz "
+                                       "s16le, streamed: xiaozhi-esp32-server's index_stream provider) or wav (a whole "
+                                       "WAV file, like stock index-tts-vllm)", choices=("pcm", "wav"))
     speaker_json: str = opt("", "index-tts-vllm style speaker.json ({\"name\": [\"a.wav\", ...]}) imported into the voice library at start-up")
     allow_server_paths: bool = opt(False, "let /tts_url and voice references name audio files on the server's disk (trusted deployments only)")
     max_upload_bytes: int = opt(20 * 1024 * 1024, "largest accepted voice upload / request body in bytes")
     voice_min_seconds: float = opt(0.5, "shortest accepted reference clip in seconds")
     voice_max_seconds: float = opt(60.0, "longest accepted reference clip in seconds (the engine itself uses the first 15 s)")
+    loop_lag_warn_ms: int = opt(100, "log a warning when the event loop wakes this many ms late (0: never); "
+                                     "every lag is in /metrics as rtts_event_loop_lag_seconds")
     log_format: str = opt("text", "log line format: text or json (one JSON object per line)", choices=("text", "json"))
 
     @classmethod
@@ -86,10 +118,29 @@ class Settings:
                 raise ConfigError(f"{f.name}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
         if not (1 <= self.port <= 65535):
             raise ConfigError(f"port: {self.port} is not a valid TCP port")
+        if self.loop_lag_warn_ms < 0:
+            raise ConfigError("loop_lag_warn_ms must be 0 (never warn) or more")
         if self.max_queue < 1:
             raise ConfigError("max_queue must be at least 1")
         if self.max_batch < 0:
             raise ConfigError("max_batch must be 0 (automatic) or at least 1")
+        if self.max_streams < 0:
+            raise ConfigError("max_streams must be 0 (automatic) or at least 1")
+        if self.drain_timeout_s < 0:
+            raise ConfigError("drain_timeout_s must be 0 or more")
+        if self.warm_voices < 1:
+            raise ConfigError("warm_voices must be at least 1")
+        if self.voice_store and not self.voice_store.startswith("s3://"):
+            raise ConfigError(f"voice_store: {self.voice_store!r} is not s3://BUCKET[/PREFIX] (leave it empty for "
+                              "the local data directory)")
+        if self.max_lead_s <= 0:
+            raise ConfigError("max_lead_s must be positive")
+        if self.write_timeout_s <= 0:
+            raise ConfigError("write_timeout_s must be positive")
+        if self.codec_threads < 0:
+            raise ConfigError("codec_threads must be 0 (automatic) or at least 1")
+        if self.bulk_min_chars < 0:
+            raise ConfigError("bulk_min_chars must be 0 or more")
         if not (0 <= self.xiaozhi_max_lead_ms <= 1000):
             raise ConfigError("xiaozhi_max_lead_ms must be within 0-1000 (the device drops audio beyond 2.4 s)")
 
@@ -137,12 +188,16 @@ def _types() -> dict[str, Any]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per settings field (default None = not given)."""
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add ``--config`` and one flag per settings field (default None = not given); ``only``: just these.
+
+    A boolean flag works bare (``--compile``) or with a value (``--compile false``).
+    """
     parser.add_argument("--config", type=Path, default=os.environ.get(ENV_PREFIX + "CONFIG"),
                         help=f"TOML config file (env {ENV_PREFIX}CONFIG); flags and env override it")
+    types = _types()
     for f in Settings.fields():
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or (only is not None and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         env = ENV_PREFIX + f.name.upper()
@@ -150,6 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
+        if types[f.name] is bool:
+            kwargs.update(nargs="?", const="true", metavar="true|false")
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 

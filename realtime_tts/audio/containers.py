@@ -12,12 +12,13 @@ resampled to 48 kHz for Ogg Opus, the rate its granule positions count in anyway
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
 
-import av
 import numpy as np
 
+from .avlib import av
 from .opus import OpusEncoder
 from .pcm import float_to_s16le
 from .resample import StreamingResampler
@@ -53,16 +54,29 @@ class AudioStream:
         return self._write(_mono_float(pcm))
 
     def close(self) -> bytes:
+        """End the stream: the remaining bytes. Native encoders are freed here."""
         if self.closed:
             return b""
         self.closed = True
-        return self._close()
+        try:
+            return self._close()
+        finally:
+            self._release()
+
+    def release(self) -> None:
+        """Abandon the stream (client gone, synthesis failed): free native encoders now, write nothing."""
+        if not self.closed:
+            self.closed = True
+            self._release()
 
     def _write(self, x: np.ndarray) -> bytes:
         raise NotImplementedError
 
     def _close(self) -> bytes:
         raise NotImplementedError
+
+    def _release(self) -> None:
+        """Drop native resources (encoders, muxers); nothing to do for pure-Python streams."""
 
 
 class PcmS16leStream(AudioStream):
@@ -249,6 +263,9 @@ class OggOpusStream(AudioStream):
         granules[-1] = self._pre_skip + self._samples
         return out + self._ogg.pages(packets, granules, eos=True)
 
+    def _release(self) -> None:
+        self._encoder.close()
+
 
 # --- PyAV-muxed formats ----------------------------------------------------------------------
 
@@ -303,6 +320,13 @@ class _MuxedStream(AudioStream):
             self._container.mux(packet)
         self._container.close()
         return self._sink.take()
+
+    def _release(self) -> None:
+        # The only references to the muxer and its codec: they are freed here, not by the GC.
+        container, self._container, self._stream = self._container, None, None
+        if container is not None:
+            with contextlib.suppress(Exception):  # already closed, or abandoned mid-stream
+                container.close()
 
 
 class Mp3Stream(_MuxedStream):

@@ -126,7 +126,7 @@ def _decode_soundfile(f, frames_for: Callable[[int], int] | None) -> tuple[np.nd
 
 
 def _decode_pyav(f, frames_for: Callable[[int], int] | None) -> tuple[np.ndarray, int]:
-    import av  # imported lazily: only needed for formats libsndfile cannot read
+    from .avlib import av  # imported lazily: only needed for formats libsndfile cannot read
 
     with av.open(f, mode="r") as container:
         if not container.streams.audio:

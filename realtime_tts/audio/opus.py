@@ -20,8 +20,9 @@ import glob
 import os
 import threading
 
-import av
 import numpy as np
+
+from .avlib import av
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 FRAME_MS = (10, 20, 40, 60)
@@ -65,7 +66,17 @@ class OpusEncoder:
         self.bitrate = bitrate
         self.complexity = complexity
         self.application = application
+        self._ctx = None
         self.reset()
+
+    def close(self) -> None:
+        """Free the native encoder now (never left to the garbage collector); idempotent."""
+        self._ctx = None
+        self._pending = np.zeros(0, np.float32)
+
+    @property
+    def closed(self) -> bool:
+        return self._ctx is None
 
     def reset(self) -> None:
         ctx = av.codec.CodecContext.create("libopus", "w")
@@ -82,6 +93,10 @@ class OpusEncoder:
         ctx.open()
         if ctx.frame_size != self.frame_samples:
             raise RuntimeError(f"libopus chose {ctx.frame_size} samples per frame, expected {self.frame_samples}")
+        head = bytes(ctx.extradata or b"")
+        if len(head) < 12 or not head.startswith(b"OpusHead"):
+            raise RuntimeError("libopus did not provide an OpusHead")
+        self._pre_skip = int.from_bytes(head[10:12], "little")
         self._ctx = ctx
         self._pending = np.zeros(0, np.float32)
         self._pts = 0
@@ -89,10 +104,7 @@ class OpusEncoder:
     @property
     def pre_skip(self) -> int:
         """Encoder lookahead in 48 kHz samples (the OpusHead pre-skip), from libopus."""
-        head = bytes(self._ctx.extradata or b"")
-        if len(head) < 12 or not head.startswith(b"OpusHead"):
-            raise RuntimeError("libopus did not provide an OpusHead")
-        return int.from_bytes(head[10:12], "little")
+        return self._pre_skip
 
     def encode(self, pcm) -> list[bytes]:
         x = np.asarray(pcm, dtype=np.float32)
@@ -122,6 +134,8 @@ class OpusEncoder:
         return len(self._pending)
 
     def _encode_frame(self, frame: np.ndarray) -> list[bytes]:
+        if self._ctx is None:
+            raise RuntimeError("encoder is closed")
         af = av.AudioFrame.from_ndarray(np.ascontiguousarray(frame)[None, :], format="flt", layout="mono")
         af.sample_rate = self.sample_rate
         af.pts = self._pts

@@ -40,15 +40,8 @@ class BatchingExecutor(QueuedExecutor):
         return list(self._running)
 
     def _take(self, room: int | None = None) -> list[SynthesisJob]:
-        """Up to ``room`` (default ``max_batch``) jobs in queue order (lock held)."""
-        room = self.max_batch if room is None else room
-        batch: list[SynthesisJob] = []
-        while len(batch) < room:
-            job = self._next_job()
-            if job is None:
-                break
-            batch.append(job)
-        return batch
+        """Up to ``room`` (default ``max_batch``) jobs in the scheduler's order (lock held)."""
+        return self._queue.take(self.max_batch if room is None else room)
 
     def _work(self) -> None:
         try:

@@ -1,86 +1,89 @@
-"""Per-voice and per-emotion conditioning of the IndexTTS2 engine, and how it is cached.
+"""The conditioning of a segment: its voice's, its emotion's, each computed once and cached.
 
-Everything the pipeline derives from a reference clip is computed once and kept in a
-``ConditioningCache`` (LRU in memory, one file per entry on disk so a restart does not
-recompute it). Keys are sha256 digests of (kind, clip content hash, model fingerprint): a clip
-changed in place gets a new content hash, and a different checkpoint or dtype gets a new
-fingerprint, so a stale entry is never returned.
+``Conditioner`` turns a request's voice and emotion into the ``SegmentCondition`` every pass of the
+segment reads. What a clip contributes (speaker latents, reference mel, style, S2M prompt, emotion
+vector) is the model family's to compute; caching it is shared: per voice and per emotion clip in a
+``ConditioningCache`` keyed by the clip's content hash and the model fingerprint (memory LRU,
+optionally files on disk), and the Qwen emotion model's answers by text.
+
+Emotion precedence is the official one: text > vector > reference clip > the speaker clip itself
+(loaded as an emotion clip, alpha 1). Text and vector weights are scaled by alpha
+(``scale_by_alpha``), a reference clip's vector is merged with the speaker's by alpha.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-FORMAT = 1  # bump when the stored fields change
+from realtime_tts.model.emotion import scale_by_alpha
+
+from . import cache
+from .base import Emotion, Voice
+from .family import ModelFamily, SegmentCondition
+
+MAX_EMOTION_TEXTS = 1024  # Qwen answers kept (a few floats each)
 
 
-@dataclass
-class VoiceConditioning:
-    """What one speaker clip contributes to every segment spoken with it."""
+class Conditioner:
+    """Conditioning of every segment, cached (see the module doc)."""
 
-    feats: torch.Tensor  # [1, T, W] normalised w2v-BERT layer-17 features of the 16 kHz clip
-    codes: torch.Tensor  # [1, T] semantic codec codes of the clip
-    ref_mel: torch.Tensor  # [1, n_mels, Tp] log mel of the 22.05 kHz clip
-    style: torch.Tensor  # [1, style_dim] CAMPPlus style
-    prompt: torch.Tensor  # [1, Tp, content_dim] S2M prompt condition (regulated codec embedding)
-    spk_latents: torch.Tensor  # [1, 32, C] GPT speaker latents (perceiver output)
-    spk_emovec: torch.Tensor  # [1, C] GPT emotion vector of the speaker features (merge base)
+    def __init__(self, family: ModelFamily, fingerprint: str, *, capacity: int = 32,
+                 cache_dir: str | Path | None = None) -> None:
+        disk = {}
+        if cache_dir is not None:
+            kinds = family.cache_kinds
+            disk = dict(disk_dir=Path(cache_dir), dump=cache.dumper(kinds), load=cache.loader(family.device, kinds))
+        self.family = family
+        self.fingerprint = fingerprint  # entries are only valid for these weights
+        self.voices = cache.ConditioningCache(capacity, **disk)
+        self.emotions = cache.ConditioningCache(capacity, **disk)
+        self._emotion_text: dict[str, list[float]] = {}  # Qwen answers, by text hash
 
+    def voice(self, voice: Voice):
+        """The family's conditioning of a speaker clip."""
+        key = cache.cache_key("voice", voice.content_hash, self.fingerprint)
+        return self.voices.get_or_compute(key, lambda: self.family.voice_conditioning(voice.audio_path))
 
-@dataclass
-class EmotionConditioning:
-    """The GPT emotion vector of one clip loaded as an emotion reference (16 kHz directly)."""
+    def emotion_clip(self, voice: Voice):
+        """The family's conditioning of a clip used as an emotion reference."""
+        key = cache.cache_key("emotion", voice.content_hash, self.fingerprint)
+        return self.emotions.get_or_compute(key, lambda: self.family.emotion_conditioning(voice.audio_path))
 
-    emovec: torch.Tensor  # [1, C]
+    def _text_weights(self, text: str) -> list[float]:
+        key = cache.text_hash(text)
+        if key not in self._emotion_text:
+            weights = self.family.emotion_weights(text)
+            if len(self._emotion_text) >= MAX_EMOTION_TEXTS:
+                self._emotion_text.pop(next(iter(self._emotion_text)))
+            self._emotion_text[key] = weights
+        return self._emotion_text[key]
 
+    def emotion_vector(self, voice: Voice, vc, emotion: Emotion | None) -> torch.Tensor:
+        """The segment's [1, C] emotion vector (official precedence text > vector > clip)."""
+        weights = None
+        alpha = 1.0
+        ref = voice  # without a reference clip the speaker clip is the reference, alpha 1
+        if emotion is not None:
+            if emotion.text:
+                weights = scale_by_alpha(self._text_weights(emotion.text), emotion.alpha)
+            elif emotion.vector is not None:
+                weights = scale_by_alpha(emotion.vector, emotion.alpha)
+            elif emotion.reference is not None:
+                ref, alpha = emotion.reference, float(emotion.alpha)
+        return self.family.merge_emotion(vc, self.emotion_clip(ref).emovec, alpha, weights)
 
-def cache_key(kind: str, content: str, fingerprint: str) -> str:
-    """Hex key for ``ConditioningCache`` (which accepts content-hash-like keys only)."""
-    return hashlib.sha256(f"{kind}\0{content}\0{fingerprint}\0{FORMAT}".encode()).hexdigest()
+    def segment(self, voice: Voice, emotion: Emotion | None, language: str | None = None) -> SegmentCondition:
+        vc = self.voice(voice)
+        return self.family.segment_condition(vc, self.emotion_vector(voice, vc, emotion), language)
 
+    def describe(self) -> dict:
+        v = self.voices
+        return {"entries": len(v), "hits": v.hits, "misses": v.misses,
+                "disk": str(v.disk_dir) if v.disk_dir else None}
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def fingerprint(files: list[Path], extra: str) -> str:
-    """Identity of a loaded model: every weight file's name, size and mtime, plus ``extra``
-    (device dtype). Cheap: no file is read."""
-    h = hashlib.sha256(extra.encode())
-    for path in files:
-        st = Path(path).stat()
-        h.update(f"{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def dump(value: VoiceConditioning | EmotionConditioning, path: Path) -> None:
-    """Write a conditioning entry as plain CPU tensors (torch.save, loadable with weights_only)."""
-    data = {f.name: getattr(value, f.name).detach().cpu() for f in fields(value)}
-    data["__kind__"] = torch.tensor(0 if isinstance(value, VoiceConditioning) else 1)
-    data["__format__"] = torch.tensor(FORMAT)
-    # through memory: torch.save derives the archive's record name from the file name, and the
-    # cache's temporary names (".tmp-XXXX") make it empty
-    buf = io.BytesIO()
-    torch.save(data, buf)
-    Path(path).write_bytes(buf.getvalue())
-
-
-def loader(device: torch.device):
-    """``load(path)`` for ``ConditioningCache``: reads what ``dump`` wrote onto ``device``."""
-
-    def load(path: Path) -> VoiceConditioning | EmotionConditioning:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if int(data.pop("__format__", -1)) != FORMAT:
-            raise ValueError(f"{path}: conditioning written by another format version")
-        cls = VoiceConditioning if int(data.pop("__kind__")) == 0 else EmotionConditioning
-        names = {f.name for f in fields(cls)}
-        if set(data) != names:
-            raise ValueError(f"{path}: fields {sorted(data)} do not match {cls.__name__}")
-        return cls(**{k: v.to(device) for k, v in data.items()})
-
-    return load
+    def clear(self) -> None:
+        self.voices.clear()
+        self.emotions.clear()
+        self._emotion_text.clear()

@@ -147,6 +147,7 @@ def rate_for(speed: float) -> int:
 class EspeakEngine(Engine):
     name = "espeak"
     sample_rate = SAMPLE_RATE
+    languages = ("zh", "en")
 
     def __init__(self) -> None:
         with _Library.lock:
@@ -183,5 +184,4 @@ class EspeakEngine(Engine):
             self.synthesize(text, SynthesisOptions(), CancelToken())
 
     def describe(self) -> dict:
-        return {"name": self.name, "sample_rate": self.sample_rate, "voices": ["cmn", "en-us"],
-                "clones_voices": False}
+        return {**super().describe(), "voices": ["cmn", "en-us"]}

@@ -3,19 +3,13 @@
 Callers submit one job per text segment and await its result. The contract
 (``Executor``) is what the server depends on; ``SerialExecutor`` is the
 one-segment-at-a-time implementation, ``BatchingExecutor`` (``batching.py``) the
-one that runs several segments per engine call, both on ``QueuedExecutor``.
+one that runs several segments at once, both on ``QueuedExecutor``.
 
-Fairness: jobs are queued per owner (a connection or stream) and the worker
-takes owners round-robin, FIFO within an owner, so one client's long text cannot
-starve another client's first sentence. On top of that, time to first audio wins
-over bulk work: a job submitted while its owner had nothing queued or running (a
-new turn's first sentence, or the next sentence of a stream whose audio has all been
-made) is "urgent" and is taken before any owner's backlog.
-
-Realtime first: every job has a priority class. ``REALTIME`` (device turns, agent streams,
-streamed HTTP, the page) is always taken before ``BULK`` (whole-file HTTP renders of long
-texts), so a long bulk job never holds up a live turn; bulk jobs run when no realtime job
-waits. Within a class the order above holds.
+The order jobs run in is the scheduler's (``scheduler.JobQueue``): realtime jobs (``REALTIME``:
+device turns, agent streams, streamed HTTP, the page) before bulk ones (``BULK``: whole-file HTTP
+renders of long texts); within a class, a job whose owner had nothing queued or running (a new
+turn's first sentence: "urgent") first, then owners round-robin, FIFO within an owner. This
+module owns the threads, the futures, cancellation and shutdown.
 
 Nobody has to await a job: a job's outcome is always retrieved by the executor itself, so an
 abandoned job's error never reaches asyncio's "exception was never retrieved" log.
@@ -24,7 +18,6 @@ abandoned job's error never reaches asyncio's "exception was never retrieved" lo
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import threading
 import time
@@ -32,13 +25,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from .base import CancelToken, Cancelled, Engine, SegmentAudio, SynthesisOptions
+from .scheduler import BULK, PRIORITIES, REALTIME, JobQueue
 
 log = logging.getLogger(__name__)
 
-
-REALTIME = 0  # priority classes: lower runs first
-BULK = 1
-PRIORITIES = (REALTIME, BULK)
+__all__ = ["BULK", "PRIORITIES", "REALTIME", "Executor", "ExecutorBusy", "ExecutorClosed", "QueuedExecutor",
+           "SerialExecutor", "SynthesisJob"]
 
 
 class ExecutorBusy(RuntimeError):
@@ -127,11 +119,7 @@ class QueuedExecutor(Executor):
     def __init__(self, engine: Engine | None, *, max_queue: int = 256) -> None:
         self.engine = engine
         self.max_queue = max_queue
-        # one round-robin of per-owner queues per priority class
-        self._queues: dict[int, collections.OrderedDict[str, collections.deque[SynthesisJob]]] = {
-            p: collections.OrderedDict() for p in PRIORITIES
-        }
-        self._depth = 0
+        self._queue = JobQueue(max_queue)
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -153,10 +141,7 @@ class QueuedExecutor(Executor):
     async def close(self) -> None:
         with self._cond:
             self._closed = True
-            pending = [job for queues in self._queues.values() for q in queues.values() for job in q]
-            for queues in self._queues.values():
-                queues.clear()
-            self._depth = 0
+            pending = self._queue.drain()
             running = self._in_flight()
             self._cond.notify_all()
         for job in pending + running:
@@ -167,7 +152,7 @@ class QueuedExecutor(Executor):
 
     @property
     def queue_depth(self) -> int:
-        return self._depth
+        return len(self._queue)
 
     def submit(self, text: str, options: SynthesisOptions, *, owner: str, priority: int = REALTIME) -> SynthesisJob:
         if priority not in PRIORITIES:
@@ -179,61 +164,20 @@ class QueuedExecutor(Executor):
         with self._cond:
             if self._closed:
                 raise ExecutorClosed("the synthesis executor is shutting down")
-            if self._depth >= self.max_queue:
-                self._drop_cancelled()
-            if self._depth >= self.max_queue:
+            if not self._queue.push(job, {j.owner for j in self._in_flight()}):
                 raise ExecutorBusy(
-                    f"server busy: {self._depth} segments already queued (limit {self.max_queue})"
+                    f"server busy: {len(self._queue)} segments already queued (limit {self.max_queue})"
                 )
-            job.urgent = not self._has_queued(owner) and not any(j.owner == owner for j in self._in_flight())
-            self._queues[priority].setdefault(owner, collections.deque()).append(job)
-            self._depth += 1
             self._cond.notify()
         return job
 
-    def _has_queued(self, owner: str) -> bool:
-        return any(owner in queues for queues in self._queues.values())
-
     def cancel_owner(self, owner: str) -> int:
         with self._cond:
-            queued = [job for queues in self._queues.values() for job in queues.pop(owner, ())]
-            self._depth -= len(queued)
+            queued = self._queue.remove_owner(owner)
             running = [job for job in self._in_flight() if job.owner == owner]
         for job in queued + running:
             job.cancel()
         return len(queued) + len(running)
-
-    def _drop_cancelled(self) -> None:
-        """Forget cancelled jobs still waiting in line (lock held), so they never count as load."""
-        for queues in self._queues.values():
-            for owner in list(queues):
-                queue = queues[owner]
-                kept = collections.deque(job for job in queue if not job.cancelled)
-                self._depth -= len(queue) - len(kept)
-                if kept:
-                    queues[owner] = kept  # same key: its round-robin position is kept
-                else:
-                    del queues[owner]
-
-    def _next_job(self) -> SynthesisJob | None:
-        """Pop the oldest job of the next owner in round-robin order: realtime before bulk, and
-        within a class owners whose next job is urgent first (lock held)."""
-        for priority in PRIORITIES:
-            queues = self._queues[priority]
-            while queues:
-                owner = next((o for o, q in queues.items() if q[0].urgent), None)
-                if owner is None:
-                    owner = next(iter(queues))
-                queue = queues[owner]
-                job = queue.popleft()
-                self._depth -= 1
-                if queue:
-                    queues.move_to_end(owner)  # this owner goes to the back of the line
-                else:
-                    del queues[owner]
-                if not job.cancelled:
-                    return job
-        return None
 
     def _finish(self, job: SynthesisJob, value: SegmentAudio | None, exc: BaseException | None) -> None:
         """Report one job's outcome to the metrics hook and settle its future on its loop."""
@@ -265,10 +209,10 @@ class SerialExecutor(QueuedExecutor):
     def _work(self) -> None:
         while True:
             with self._cond:
-                job = self._next_job()
+                job = self._queue.pop()
                 while job is None and not self._closed:
                     self._cond.wait()
-                    job = self._next_job()
+                    job = self._queue.pop()
                 if self._closed:
                     if job is not None:
                         job.cancel()

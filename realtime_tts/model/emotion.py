@@ -1,4 +1,4 @@
-"""IndexTTS2 emotion control: weight maths, request forms and the Qwen text classifier.
+"""IndexTTS2 emotion maths and the Qwen text classifier.
 
 An emotion request always ends up as 8 weights in ``EMOTIONS`` order (happy, angry,
 sad, afraid, disgusted, melancholic, surprised, calm). The engine turns the weights
@@ -12,9 +12,8 @@ into a 1280-d GPT conditioning vector with ``EmotionMatrix``:
 reference clips split into 8 groups of ``EMO_NUM`` rows; row i of both comes from the
 same clip.
 
-How a request flows (official precedence text > vector > reference > speaker clip):
-  - ``parse_emotion_request`` -> ``Emotion`` (user vectors already clamped and damped by
-    ``normalize_emotion_vector``);
+How a request flows (official precedence text > vector > reference > speaker clip; the request
+forms and label maps that produce the weights live in ``realtime_tts.server.emotion_forms``):
   - text: ``QwenEmotion.analyze`` -> weights (not damped, may sum > 1);
   - vector or text: ``scale_by_alpha(weights, alpha)``, then ``final_emotion_vector`` with the
     speaker clip's own emotion vector as the base (row selection once per request);
@@ -29,17 +28,15 @@ import math
 import random
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from realtime_tts.engine.base import EMOTIONS, Emotion, Voice
+from .emotion_names import CHINESE_KEYS, EMOTIONS
 
-# Keys of the Qwen classifier's output, same order as EMOTIONS.
-CHINESE_KEYS: tuple[str, ...] = ("高兴", "愤怒", "悲伤", "恐惧", "反感", "低落", "惊讶", "自然")
 _CN_TO_EN = dict(zip(CHINESE_KEYS, EMOTIONS))
 _EN_TO_CN = dict(zip(EMOTIONS, CHINESE_KEYS))
 
@@ -163,206 +160,6 @@ class EmotionMatrix:
         mixed = self.mix(w, style, indices).to(base_emovec.dtype)
         rest = 1 - torch.tensor(w, dtype=torch.float32).sum()
         return mixed + rest.to(base_emovec.device, base_emovec.dtype) * base_emovec
-
-
-# ----------------------------------------------------------------------------- request forms
-
-
-def emotion_index(name: str) -> int:
-    """Position of an emotion given by English name (any case) or Chinese key."""
-    key = str(name).strip()
-    if key in _CN_TO_EN:
-        key = _CN_TO_EN[key]
-    key = key.lower()
-    if key not in EMOTIONS:
-        raise ValueError(f"unknown emotion {name!r}; use one of {', '.join(EMOTIONS)} (or {' '.join(CHINESE_KEYS)})")
-    return EMOTIONS.index(key)
-
-
-def label_to_vector(label: str, strength: float = 1.0) -> tuple[float, ...]:
-    """One-hot vector [8] with ``strength`` (0-1) at the named emotion."""
-    s = _number(strength, "strength")
-    if not 0.0 <= s <= 1.0:
-        raise ValueError(f"strength must be within 0-1, got {s}")
-    vec = [0.0] * len(EMOTIONS)
-    vec[emotion_index(label)] = s
-    return tuple(vec)
-
-
-def _weights(**named: float) -> tuple[float, ...]:
-    return tuple(named.get(name, 0.0) for name in EMOTIONS)
-
-
-_HAPPY = _weights(happy=0.8)
-# xiaozhi ``llm.emotion`` labels -> raw weights (before ``normalize_emotion_vector``).
-# None means "no override": the speaker clip's own emotion is used. Starting values, not yet tuned
-# by ear (no real checkpoint was available when they were chosen).
-XIAOZHI_EMOTION_MAP: dict[str, tuple[float, ...] | None] = {
-    **{label: _HAPPY for label in (
-        "happy", "laughing", "funny", "loving", "kissy", "winking", "cool", "confident", "delicious", "silly")},
-    "angry": _weights(angry=0.8),
-    "sad": _weights(sad=0.8),
-    "crying": _weights(sad=1.0),
-    "shocked": _weights(afraid=0.4, surprised=0.5),
-    "surprised": _weights(surprised=0.8),
-    "embarrassed": _weights(afraid=0.3),
-    **{label: None for label in ("sleepy", "relaxed", "neutral", "thinking", "confused")},
-}
-
-
-def xiaozhi_label_to_vector(label: str | None) -> tuple[float, ...] | None:
-    """Raw weights [8] for a xiaozhi emotion label, or None for neutral/unknown labels."""
-    if not label:
-        return None
-    return XIAOZHI_EMOTION_MAP.get(str(label).strip().lower())
-
-
-def xiaozhi_emotion(label: str | None) -> Emotion | None:
-    """Emotion for a xiaozhi label, normalised like any user vector; None = no override."""
-    raw = xiaozhi_label_to_vector(label)
-    return None if raw is None else Emotion(vector=tuple(normalize_emotion_vector(raw)))
-
-
-_VECTOR_KEYS = ("vector", "values", "emo_vector", "emo_vec", "emotion_vector")
-_TEXT_KEYS = ("text", "emo_text", "emotion_text")
-_REFERENCE_KEYS = ("reference", "emo_audio_prompt", "emo_ref_path", "emotion_prompt", "emotion_voice")
-_ALPHA_KEYS = ("alpha", "weight", "emo_alpha", "emo_weight", "emotion_alpha")
-_LABEL_KEYS = ("label",)
-_OTHER_KEYS = ("strength", "mode", "use_emo_text")
-_KNOWN_KEYS = frozenset(_VECTOR_KEYS + _TEXT_KEYS + _REFERENCE_KEYS + _ALPHA_KEYS + _LABEL_KEYS + _OTHER_KEYS)
-_MODE_KIND = {"same_as_voice": None, "vector": "vector", "label": "label", "text": "text", "audio": "audio",
-              "reference": "audio"}
-_MODES = tuple(_MODE_KIND)
-
-
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field} must be a number, got {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{field} must be finite, got {value!r}")
-    return x
-
-
-def _vector_from(value: Any, field: str) -> list[float]:
-    """A list of 8 numbers or a {name: weight} mapping -> 8 weights clamped to [0, 1]."""
-    if isinstance(value, Mapping):
-        vec = [0.0] * len(EMOTIONS)
-        for name, weight in value.items():
-            try:
-                i = emotion_index(name)
-            except ValueError as e:
-                raise ValueError(f"{field}: {e}") from None
-            vec[i] = _number(weight, f"{field}.{name}")
-    elif isinstance(value, (list, tuple)):
-        if len(value) != len(EMOTIONS):
-            raise ValueError(f"{field} needs {len(EMOTIONS)} weights ({', '.join(EMOTIONS)}), got {len(value)}")
-        vec = [_number(v, f"{field}[{i}]") for i, v in enumerate(value)]
-    else:
-        raise ValueError(f"{field} must be a list of {len(EMOTIONS)} numbers, got {type(value).__name__}")
-    return [min(1.0, max(0.0, v)) for v in vec]
-
-
-def _pick(obj: Mapping[str, Any], keys: Sequence[str]) -> tuple[str, Any] | None:
-    present = [k for k in keys if k in obj and obj[k] is not None]
-    if len(present) > 1:
-        raise ValueError(f"emotion fields {', '.join(present)} are aliases; give only one")
-    return (present[0], obj[present[0]]) if present else None
-
-
-def parse_emotion_request(
-    obj: Any,
-    *,
-    resolve_voice: Callable[[Any], Voice] | None = None,
-    input_text: str | None = None,
-    normalize: bool = True,
-) -> Emotion | None:
-    """Turn any accepted emotion request shape into an ``Emotion`` (None = no emotion override).
-
-    Accepted shapes:
-      - ``None``; a label string (``"sad"`` / ``"悲伤"``);
-      - a list of 8 weights; ``{"vector": [8]}`` or ``{"vector": {"sad": 0.6}}``;
-      - ``{"label": "sad", "strength": 0.7}``;
-      - ``{"text": "..."}`` (Qwen classifier); ``{"use_emo_text": true}`` uses ``input_text``;
-      - ``{"reference": <voice ref>}`` resolved by ``resolve_voice``;
-      - moeru-ai style ``{"mode": "same_as_voice"|"vector"|"text"|"audio", ...}``;
-      - the aliases emo_vector, emo_vec, emotion_vector, values, emo_text, emotion_text,
-        emo_audio_prompt, emotion_voice, ... and alpha, weight, emo_alpha, emo_weight,
-        emotion_alpha.
-    Vector and label weights are clamped to [0, 1] and, with ``normalize``, damped by
-    ``normalize_emotion_vector`` (bias, sum <= 0.8); text-mode weights are left to the model.
-    Raises ValueError naming the offending field.
-    """
-    if obj is None:
-        return None
-    if isinstance(obj, str):
-        obj = {"label": obj}
-    elif isinstance(obj, (list, tuple)):
-        obj = {"vector": obj}
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"emotion must be an object, a list of {len(EMOTIONS)} weights or a label, "
-                         f"got {type(obj).__name__}")
-    unknown = sorted(str(k) for k in obj if k not in _KNOWN_KEYS)
-    if unknown:
-        raise ValueError(f"unknown emotion field(s): {', '.join(unknown)}")
-
-    mode = obj.get("mode")
-    if mode is not None and mode not in _MODES:
-        raise ValueError(f"emotion.mode must be one of {', '.join(_MODES)}, got {mode!r}")
-    if mode == "same_as_voice":
-        return None
-
-    alpha = 1.0
-    picked_alpha = _pick(obj, _ALPHA_KEYS)
-    if picked_alpha is not None:
-        alpha = _number(picked_alpha[1], picked_alpha[0])
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"{picked_alpha[0]} must be within 0-1, got {alpha}")
-
-    vector = _pick(obj, _VECTOR_KEYS)
-    label = _pick(obj, _LABEL_KEYS)
-    text = _pick(obj, _TEXT_KEYS)
-    reference = _pick(obj, _REFERENCE_KEYS)
-    use_emo_text = obj.get("use_emo_text")
-    if use_emo_text is not None and not isinstance(use_emo_text, bool):
-        raise ValueError(f"use_emo_text must be true or false, got {use_emo_text!r}")
-    if use_emo_text is False:
-        text = None
-    elif use_emo_text and text is None:
-        if not input_text:
-            raise ValueError("use_emo_text is set but there is no emo_text and no input text")
-        text = ("use_emo_text", input_text)
-
-    sources = [s for s in (vector, label, text, reference) if s is not None]
-    if len(sources) > 1:
-        raise ValueError(f"give only one emotion source, got {', '.join(s[0] for s in sources)}")
-    if "strength" in obj and label is None:
-        raise ValueError("strength only applies together with label")
-    if not sources:
-        if picked_alpha is not None or mode is not None:
-            raise ValueError("emotion needs one of vector, label, text or reference")
-        return None
-
-    field, value = sources[0]
-    kind = "vector" if vector is not None else "label" if label is not None else "text" if text is not None else "audio"
-    if mode is not None and _MODE_KIND[mode] != kind:
-        raise ValueError(f"emotion.mode is {mode!r} but the request gives {field}")
-    if vector is not None or label is not None:
-        if label is not None:
-            if not isinstance(value, str):
-                raise ValueError(f"label must be a string, got {value!r}")
-            raw = list(label_to_vector(value, obj.get("strength", 1.0)))
-        else:
-            raw = _vector_from(value, field)
-        weights = normalize_emotion_vector(raw) if normalize else raw
-        return Emotion(vector=tuple(weights), alpha=alpha)
-    if text is not None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{field} must be a non-empty string")
-        return Emotion(text=value, alpha=alpha)
-    if resolve_voice is None:
-        raise ValueError(f"{field}: emotion reference voices are not supported here")
-    return Emotion(reference=resolve_voice(value), alpha=alpha)
 
 
 # ----------------------------------------------------------------------------- Qwen classifier

@@ -12,7 +12,9 @@ import contextlib
 import logging
 import time
 
+import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -23,10 +25,15 @@ from .auth import auth_middleware
 from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
+from .lifecycle import Lifecycle, LifecycleMiddleware
+from .looplag import LoopLagMonitor
 from .openai_api import metrics_routes, openai_routes
+from .ota import ota_routes
 from .page import page_routes
+from .request_id import RequestIdMiddleware
+from .tts_request import tts_request_routes
 from .tts_shim import shim_routes
-from .voices import voice_routes
+from .voices import voice_routes, watch_library
 from .xiaozhi import xiaozhi_routes
 
 log = logging.getLogger("realtime_tts.server")
@@ -58,6 +65,13 @@ def _record_segment(ctx: ServerContext):
     return hook
 
 
+def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
+    """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
+    options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
+                   timeout_graceful_shutdown=5)
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
 def create_app(ctx: ServerContext) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -65,33 +79,50 @@ def create_app(ctx: ServerContext) -> Starlette:
         if ctx.engine is None:
             ctx.executor.engine = await asyncio.to_thread(ctx.load_engine)
         await asyncio.to_thread(ctx.engine.warmup)
-        if ctx.engine.needs_voice and not ctx.settings.default_voice:
-            log.warning("the %s engine clones voices and no --default-voice is set: requests must name a voice. "
-                        "Add one with: curl -F file=@reference.wav -F id=my_voice "
-                        "http://HOST:PORT/v1/audio/voices (then optionally --default-voice my_voice)", ctx.engine.name)
+        if ctx.engine.needs_voice and not ctx.settings.default_voice and not len(ctx.voices or ()):
+            log.warning("the %s engine clones voices and the voice library is empty: requests must name a voice "
+                        "until one is added (the first one added becomes the default unless --default-voice says "
+                        "otherwise). Add one with: curl -F file=@reference.wav -F id=my_voice "
+                        "http://HOST:PORT/v1/audio/voices", ctx.engine.name)
         ctx.executor.on_segment_done = _record_segment(ctx)
         await ctx.executor.start()
+        watcher = asyncio.create_task(watch_library(ctx.voices), name="voice-library-watch")
         ctx.ready.set()
         log.info("engine %s ready in %.1f s", ctx.engine.name, time.monotonic() - started)
+        lag = asyncio.create_task(LoopLagMonitor(ctx.metrics.loop_lag, warn_ms=ctx.settings.loop_lag_warn_ms).run(),
+                                  name="event-loop-lag")
         try:
             yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             ctx.ready.clear()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             for session in list(ctx.devices.values()):
                 with contextlib.suppress(Exception):
                     await session.close(1001, "server shutting down")
             await ctx.executor.close()
+            ctx.codec.shutdown()
 
     routes = [
         *health_routes(ctx),
         *xiaozhi_routes(ctx),
+        *ota_routes(ctx),
         *control_routes(ctx),
         *stream_routes(ctx),
         *openai_routes(ctx),
         *shim_routes(ctx),
+        *tts_request_routes(ctx),
         *voice_routes(ctx),
         *metrics_routes(ctx),
         *page_routes(),
     ]
-    return Starlette(routes=routes, middleware=auth_middleware(ctx.settings),
+    if ctx.lifecycle is None:
+        ctx.lifecycle = Lifecycle.for_context(ctx)
+    middleware = [Middleware(RequestIdMiddleware),  # the id also on 401s and drain refusals
+                  Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings)]
+    return Starlette(routes=routes, middleware=middleware,
                      exception_handlers=exception_handlers(), lifespan=lifespan)

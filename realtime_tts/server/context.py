@@ -9,6 +9,7 @@ from typing import Any, Callable
 from ..config import Settings
 from ..engine.executor import Executor
 from .metrics import Metrics
+from .offload import CodecPool
 
 
 @dataclass
@@ -23,6 +24,12 @@ class ServerContext:
     # the executor then starts with engine=None and this loader fills it in.
     load_engine: Callable[[], Any] | None = None
     engine_name: str = ""  # what /health reports while load_engine is still running
+    lifecycle: Any = None  # realtime_tts.server.lifecycle.Lifecycle (readiness, load, drain) once the app is built
+    codec: CodecPool | None = None  # encoding, decoding and voice files off the event loop
+
+    def __post_init__(self) -> None:
+        if self.codec is None:
+            self.codec = CodecPool(self.settings.codec_threads)
 
     @property
     def engine(self):

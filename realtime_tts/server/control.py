@@ -1,7 +1,7 @@
 """Control API for connected xiaozhi devices (protocols.md §5.1 item 9a).
 
 * ``GET  /v1/xiaozhi/devices``                     -> the connected devices
-* ``POST /v1/xiaozhi/devices/{device_id}/speak``   -> ``{text, voice?, emotion?, speed?}``; 202 once
+* ``POST /v1/xiaozhi/devices/{device_id}/speak``   -> ``{text, voice?, emotion?, speed?, language?}``; 202 once
   queued (``?wait=true``: 200 when the turn has finished, with its final state)
 * ``POST /v1/xiaozhi/devices/{device_id}/abort``   -> stop the device's speech now
 
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from . import capabilities
 from .http_errors import ApiError, api_endpoint
 from .params import read_json
 from .xiaozhi import XiaozhiSession, parse_speak
@@ -42,20 +43,22 @@ def control_routes(ctx) -> list:
 
     @api_endpoint
     async def speak(request: Request) -> JSONResponse:
-        session = _session(ctx, request.path_params["device_id"])
+        # The body first: malformed input is a 400 whether or not the device is connected.
         body = await read_json(request, max(JSON_BODY_LIMIT, 2 * ctx.settings.max_upload_bytes))
-        spoken = parse_speak(ctx, body)
+        session = _session(ctx, request.path_params["device_id"])
+        spoken = await ctx.codec.run(parse_speak, ctx, body)  # voices may be read from disk
         ahead = session.queued_turns + (session.current_turn is not None)
         turn = session.speak(spoken)
         answer = {"object": "xiaozhi.speak", "device_id": session.device_id, "session_id": session.session_id,
                   "turn_id": turn.id, "segments": list(turn.segments), "queued_ahead": ahead,
-                  "warnings": list(spoken.warnings)}
+                  "warnings": [n.describe() for n in spoken.warnings]}
+        headers = capabilities.header(list(spoken.warnings))
         if _truthy(request.query_params.get("wait")):
             answer["state"] = await turn.wait()
             answer["errors"] = list(turn.errors)
-            return JSONResponse(answer, status_code=200)
+            return JSONResponse(answer, status_code=200, headers=headers)
         answer["state"] = turn.state
-        return JSONResponse(answer, status_code=202)
+        return JSONResponse(answer, status_code=202, headers=headers)
 
     @api_endpoint
     async def abort(request: Request) -> JSONResponse:

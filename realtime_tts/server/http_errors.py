@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from .inputs import InputError
+
 # OpenAI's error ``type`` per status class.
 _TYPES = {
     400: "invalid_request_error",
@@ -47,6 +49,12 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_value")
     return ApiError(400, message, param=param, code=code)
 
 
+def input_error(e: InputError, param: str | None = None) -> ApiError:
+    """Malformed input (``inputs.InputError``) as an HTTP error: 413 for size, else 400."""
+    status = 413 if e.code == "request_too_large" else 400
+    return ApiError(status, e.message, param=e.field or param, code=e.code)
+
+
 def error_response(status: int, message: str, **kw) -> JSONResponse:
     return ApiError(status, message, **kw).response()
 
@@ -73,6 +81,8 @@ def api_endpoint(handler):
             return await handler(request)
         except ApiError as e:
             return e.response()
+        except InputError as e:  # a string checked deeper down (inputs.clean_string)
+            return input_error(e).response()
         except ExecutorBusy as e:
             return error_response(503, str(e), code="server_busy", type="server_error", headers={"Retry-After": "1"})
         except ExecutorClosed as e:

@@ -96,8 +96,8 @@ def _checked(value: Any, max_depth: int, what: str) -> Any:
     while stack:
         parent, key, depth = stack.pop()
         item = parent[key]
-        if isinstance(item, str):
-            parent[key] = clean_string(item)
+        if isinstance(item, str):  # named by its key when it is an object member
+            parent[key] = clean_string(item, key if isinstance(key, str) else None)
         elif isinstance(item, (list, dict)):
             if depth > max_depth:
                 raise InputError("json_too_deep", f"{what} nests deeper than {max_depth} levels")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -28,7 +32,19 @@ class Metrics:
                                ["engine", "stage"], buckets=_LATENCY_BUCKETS, registry=r)
         self.connections = Gauge("rtts_active_connections", "Open connections / in-flight requests",
                                  ["endpoint"], registry=r)
+        self.loop_lag = Histogram("rtts_event_loop_lag_seconds",
+                                  "How late the event loop woke a 100 ms sleep (every stream waits this long)",
+                                  buckets=_LAG_BUCKETS, registry=r)
         self.errors = Counter("rtts_errors_total", "Errors by kind", ["kind"], registry=r)
+        # What a connection holds while it lives (server/speech.py): all back to 0 when clients leave.
+        self.speech_streams = Gauge("rtts_live_speech_streams", "Open speech streams (turns, contexts, HTTP "
+                                    "bodies)", registry=r)
+        self.encoders = Gauge("rtts_live_encoders", "Audio encoders holding native codec state", registry=r)
+        self.tasks = Gauge("rtts_live_tasks", "asyncio tasks on the server's event loop", registry=r)
+        self.threads = Gauge("rtts_process_threads", "Threads of the server process (native ones included)",
+                             registry=r)
+        self.write_timeouts = Counter("rtts_write_timeouts_total", "Clients dropped for not reading",
+                                      ["endpoint"], registry=r)
 
     # --- recording helpers (cheap; safe from any thread) ------------------------
     def segment_done(self, engine: str, seconds: float, audio_seconds: float | None,
@@ -54,6 +70,17 @@ class Metrics:
             yield
         finally:
             gauge.dec()
+
+    def sample_process(self) -> None:
+        """Refresh the gauges read from the process at scrape time (call on the event loop)."""
+        try:
+            self.tasks.set(len(asyncio.all_tasks()))
+        except RuntimeError:  # no running loop
+            pass
+        try:
+            self.threads.set(len(os.listdir("/proc/self/task")))  # native threads too (Linux)
+        except OSError:
+            self.threads.set(threading.active_count())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

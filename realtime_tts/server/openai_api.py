@@ -1,10 +1,10 @@
 """OpenAI-compatible speech: ``POST /v1/audio/speech`` (also ``/audio/speech``) and ``GET /v1/models``.
 
-The body streams by default: the text is cut into sentences, every sentence is
-queued on the executor at once (the executor interleaves clients fairly), and
-each sentence's audio is written the moment it is ready. The response headers
-wait for the first sentence, so a failure there still gets a proper error status;
-a failure later can only end the stream (SSE clients get an ``error`` event).
+The body streams by default through the shared speech stream (``http_speech.py``): the text
+is cut into sentences, synthesized a bounded lead ahead of what the client has read, and each
+sentence's audio is written the moment it is ready. The response headers wait for the first
+sentence, so a failure there still gets a proper error status; a failure later can only end
+the stream (SSE clients get an ``error`` event). ``stream: false`` collects the whole file.
 
 Field mapping (protocols.md §5.2): ``voice`` -> Voice (OpenAI names alias to
 configured voices), ``instructions`` -> emotion text, ``speed`` -> clamped to
@@ -14,32 +14,22 @@ top level or under ``extra``.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import io
-import json
+import functools
 import logging
 import time
-import uuid
-import wave
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..audio.containers import make_stream
-from ..audio.pcm import float_to_s16le
-from ..audio.resample import StreamingResampler
-from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Cancelled, SynthesisOptions
-from ..engine.executor import SynthesisJob
-from ..text.segment import split_text
-from .http_errors import ApiError, api_endpoint, invalid
-from .params import (OPENAI_VOICES, merged_fields, parse_emotion, parse_speed, read_json, require_text,
-                     resolve_voice)
+from ..engine.base import EMOTIONS, SynthesisOptions
+from . import capabilities
+from .capabilities import Notice
+from .http_errors import api_endpoint, invalid
+from .http_speech import SpeechResponse, collect, first_sentence, start_speech, wav_file
+from .params import (OPENAI_VOICES, merged_fields, parse_emotion, parse_language, parse_speed, read_json,
+                     require_text, resolve_voice)
 
 log = logging.getLogger(__name__)
 
@@ -59,110 +49,6 @@ UNSUPPORTED_FORMATS = {"aac": "aac output is not supported; use mp3, opus, flac,
 MODEL_IDS = ("realtime-tts", "indextts2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
-# --- one request's synthesis ----------------------------------------------------------------
-
-@dataclass
-class SpeechRun:
-    """The segments of one request, queued on the executor under one owner.
-
-    ``pcm()`` yields float32 audio at ``sample_rate`` in text order, with the
-    configured silence between segments; ``cancel()`` (or closing the generator)
-    drops whatever is still queued or running.
-    """
-
-    ctx: object
-    segments: list[str]
-    jobs: list[SynthesisJob]
-    owner: str
-    sample_rate: int
-    started: float = field(default_factory=time.monotonic)
-    audio_seconds: float = 0.0
-
-    def cancel(self) -> None:
-        for job in self.jobs:
-            job.cancel()
-        self.ctx.executor.cancel_owner(self.owner)
-
-    async def first_result(self):
-        """Await the first segment (before response headers go out): errors become statuses."""
-        try:
-            return await self.jobs[0].result()
-        except BaseException:
-            self.cancel()
-            raise
-
-    async def pcm(self, first=None) -> AsyncIterator[np.ndarray]:
-        engine_rate = self.ctx.engine.sample_rate
-        resampler = None if engine_rate == self.sample_rate else StreamingResampler(engine_rate, self.sample_rate)
-        silence = np.zeros(int(engine_rate * self.ctx.settings.silence_ms / 1000), np.float32)
-        try:
-            for i, job in enumerate(self.jobs):
-                audio = first if (i == 0 and first is not None) else await job.result()
-                if audio.sample_rate != engine_rate:
-                    raise ApiError(500, f"engine returned {audio.sample_rate} Hz audio, expected {engine_rate}",
-                                   type="server_error", code="engine_error")
-                chunk = audio.pcm.astype(np.float32, copy=False)
-                if i + 1 < len(self.jobs) and len(silence):
-                    chunk = np.concatenate([chunk, silence])
-                out = resampler.process(chunk) if resampler else chunk
-                if i + 1 == len(self.jobs) and resampler:
-                    out = np.concatenate([out, resampler.flush()])
-                self.audio_seconds += len(out) / self.sample_rate
-                if len(out):
-                    yield out
-        finally:
-            self.cancel()
-
-
-
-def start_speech(ctx, text: str, options: SynthesisOptions, *, endpoint: str, sample_rate: int) -> SpeechRun:
-    """Check readiness, split ``text`` and queue every segment (ExecutorBusy -> nothing stays queued)."""
-    if not ctx.ready.is_set():
-        raise ApiError(503, "the model is still loading; retry when GET /health returns 200",
-                       code="not_ready", type="server_error", headers={"Retry-After": "5"})
-    settings = ctx.settings
-    segments = split_text(text, max_chars=settings.max_segment_chars,
-                          first_clause_min_chars=settings.first_clause_min_chars)
-    segments = [s for s in segments if s.strip()]
-    if not segments:
-        raise invalid("the text has nothing speakable in it", param="input", code="empty_input")
-    owner = f"{endpoint}-{uuid.uuid4().hex[:12]}"
-    run = SpeechRun(ctx=ctx, segments=segments, jobs=[], owner=owner, sample_rate=sample_rate)
-    try:
-        for seg in segments:
-            job = ctx.executor.submit(seg, options, owner=owner)
-            run.jobs.append(job)
-    except BaseException:
-        run.cancel()
-        raise
-    return run
-
-
-# --- encodings ---------------------------------------------------------------------------------
-
-def wav_file(pcm16: bytes, sample_rate: int) -> bytes:
-    """A complete WAV file with exact sizes (the non-streamed path; strict readers like it)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm16)
-    return buf.getvalue()
-
-
-async def encoded(run: SpeechRun, first, container: str) -> AsyncIterator[bytes]:
-    """Container bytes, one piece per synthesized segment."""
-    stream = make_stream(container, run.sample_rate)
-    async for pcm in run.pcm(first):
-        data = stream.write(pcm)
-        if data:
-            yield data
-    tail = stream.close()
-    if tail:
-        yield tail
-
-
 @dataclass
 class SpeechRequest:
     text: str
@@ -176,10 +62,11 @@ class SpeechRequest:
     headers: dict[str, str]
 
 
-def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
+def parse_speech_request(ctx, body: dict, query: dict, *, default_format: str = "mp3",
+                         default_stream: bool = True) -> SpeechRequest:
     fields = merged_fields(body)
     text = require_text(fields, "input", ctx.settings.max_text_chars)
-    response_format = fields.get("response_format") or "mp3"
+    response_format = fields.get("response_format") or default_format
     if not isinstance(response_format, str):
         raise invalid("'response_format' must be a string", param="response_format")
     response_format = response_format.lower()
@@ -200,16 +87,14 @@ def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
         if fields["sample_rate"] not in PCM_RATES:
             raise invalid(f"'sample_rate' must be one of {', '.join(map(str, PCM_RATES))}", param="sample_rate")
         sample_rate = int(fields["sample_rate"])
-    language = fields.get("language")
-    if language is not None and not isinstance(language, str):
-        raise invalid("'language' must be a string such as 'zh' or 'en'", param="language")
+    language = parse_language(ctx, fields)
     model = fields.get("model")
     if model is not None and not isinstance(model, str):
         raise invalid("'model' must be a string", param="model")
     speed, warning = parse_speed(fields)
     voice = resolve_voice(ctx, fields.get("voice"))
     emotion = parse_emotion(ctx, fields)
-    stream = fields.get("stream", query.get("stream", True))
+    stream = fields.get("stream", query.get("stream", default_stream))
     if isinstance(stream, str):
         stream = stream.lower() not in ("0", "false", "no", "off")
     headers = {"X-Sample-Rate": str(sample_rate), "Cache-Control": "no-store"}
@@ -217,119 +102,86 @@ def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
         headers["X-Speed-Clamped"] = f"{speed:g}"
         headers["Warning"] = f'299 realtime-tts "{warning}"'
     options = SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=language or None)
+    headers |= capabilities.header(([Notice("speed_clamped", warning)] if warning else [])
+                                   + capabilities.engine_notices(ctx.engine, options))
     return SpeechRequest(text=text, options=options, response_format=response_format, container=container,
                          media_type=media_type, sample_rate=sample_rate, stream_format=stream_format,
                          stream=bool(stream), headers=headers)
 
 
-def _engine_error(e: BaseException) -> ApiError:
-    if isinstance(e, ApiError):
-        return e
-    if isinstance(e, Cancelled):
-        return ApiError(503, "synthesis was cancelled (server shutting down?)", code="cancelled", type="server_error")
-    return ApiError(500, f"synthesis failed: {e}", code="engine_error", type="server_error")
-
-
-async def _first_or_error(ctx, run: SpeechRun, endpoint: str):
-    try:
-        return await run.first_result()
-    except (ApiError, Exception) as e:
-        ctx.metrics.error(f"{endpoint}_synthesis")
-        raise _engine_error(e) from None
+def model_capabilities(ctx) -> dict:
+    """``capabilities`` of ``GET /v1/models``: the API's formats and what the engine does with each
+    option (engine/base.py ``Capabilities``; options beyond them are reported in X-TTS-Warning)."""
+    engine = ctx.engine
+    caps = engine.capabilities() if engine is not None else None
+    emotion = [form for source in (caps.emotion if caps else ())  # a label is a vector's shorthand
+               for form in ((source, "label") if source == "vector" else (source,))]
+    return {
+        "speech": True,
+        "streaming": True,
+        "response_formats": list(FORMATS),
+        "stream_formats": ["audio", "sse"],
+        "sample_rate": DEFAULT_RATE,
+        "pcm_sample_rates": list(PCM_RATES),
+        "speed_range": list(caps.speed) if caps and caps.speed else None,
+        "voice_cloning": bool(caps and caps.voice_cloning),
+        "openai_voices": list(OPENAI_VOICES),
+        "emotion": emotion,
+        "emotion_vector_order": list(EMOTIONS),
+        "languages": list(caps.languages) if caps and caps.languages is not None else None,
+        "max_input_chars": ctx.settings.max_text_chars,
+        "engine": engine.describe() if engine is not None else {"name": ctx.engine_name},
+    }
 
 
 def openai_routes(ctx) -> list[Route]:
     metrics = ctx.metrics
 
-    @api_endpoint
-    async def speech(request: Request):
-        # Room for an inline voice clip: base64 grows the upload limit by 4/3.
-        body = await read_json(request, JSON_BODY_LIMIT + ctx.settings.max_upload_bytes * 4 // 3)
-        req = await asyncio.to_thread(parse_speech_request, ctx, body, dict(request.query_params))
-        t0 = time.monotonic()
-        run = start_speech(ctx, req.text, req.options, endpoint="openai", sample_rate=req.sample_rate)
-        first = await _first_or_error(ctx, run, "openai")
-        log.info("speech request", extra={"endpoint": "openai", "chars": len(req.text), "segments": len(run.jobs),
-                                          "format": req.response_format, "stream_format": req.stream_format,
-                                          "voice_id": req.options.voice.id if req.options.voice else None})
+    def speech_route(**defaults):
+        @api_endpoint
+        async def speech(request: Request):
+            # Room for an inline voice clip: base64 grows the upload limit by 4/3.
+            body = await read_json(request, JSON_BODY_LIMIT + ctx.settings.max_upload_bytes * 4 // 3)
+            req = await ctx.codec.run(functools.partial(parse_speech_request, ctx, body, dict(request.query_params),
+                                                        **defaults))
+            return await speak(req)
 
+        return speech
+
+    async def speak(req: SpeechRequest):
+        t0 = time.monotonic()
+        stream = await start_speech(ctx, req.text, req.options, endpoint="openai", sample_rate=req.sample_rate,
+                                    container="pcm_s16le" if req.container == "wav" and not req.stream
+                                    else req.container, whole_file=not req.stream)
+        first = await first_sentence(ctx, stream, "openai")
+        log.info("speech request", extra={"endpoint": "openai", "chars": len(req.text),
+                                          "segments": len(stream.segments), "format": req.response_format,
+                                          "stream_format": req.stream_format,
+                                          "voice_id": req.options.voice.id if req.options.voice else None})
         if req.stream_format == "sse":
-            return StreamingResponse(_sse(ctx, run, first, req, t0), media_type="text/event-stream",
-                                     headers=req.headers, background=BackgroundTask(run.cancel))
+            return SpeechResponse(ctx, stream, first, endpoint="openai", media_type="text/event-stream",
+                                  headers=req.headers, started=t0, sse_chars=len(req.text))
         if not req.stream:
-            try:
-                if req.container == "wav":
-                    pcm = [float_to_s16le(chunk) async for chunk in run.pcm(first)]
-                    data = wav_file(b"".join(pcm), req.sample_rate)
-                else:
-                    data = b"".join([piece async for piece in encoded(run, first, req.container)])
-            except Exception as e:
-                raise _engine_error(e) from None
+            data = await collect(ctx, stream, first, "openai")
+            if req.container == "wav":  # exact sizes in the header: strict readers like it
+                data = await ctx.codec.run(wav_file, data, req.sample_rate)
             metrics.observe_ttfa("openai", time.monotonic() - t0)
             return Response(data, media_type=req.media_type, headers=req.headers)
-        # The background task runs even when the client left before the body started.
-        return StreamingResponse(_audio(ctx, run, first, req, t0), media_type=req.media_type, headers=req.headers,
-                                 background=BackgroundTask(run.cancel))
-
-    async def _audio(ctx, run, first, req, t0) -> AsyncIterator[bytes]:
-        with metrics.connection("openai"):
-            sent_first = False
-            try:
-                async for piece in encoded(run, first, req.container):
-                    if not sent_first:
-                        metrics.observe_ttfa("openai", time.monotonic() - t0)
-                        sent_first = True
-                    yield piece
-            except Exception as e:  # headers are out: all we can do is end the body abruptly
-                metrics.error("openai_synthesis")
-                log.warning("speech stream failed after it started: %s", e)
-                raise
-
-    async def _sse(ctx, run, first, req, t0) -> AsyncIterator[bytes]:
-        with metrics.connection("openai"):
-            sent_first = False
-            try:
-                async for piece in encoded(run, first, req.container):
-                    if not sent_first:
-                        metrics.observe_ttfa("openai", time.monotonic() - t0)
-                        sent_first = True
-                    event = {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()}
-                    yield f"data: {json.dumps(event)}\n\n".encode()
-            except Exception as e:
-                metrics.error("openai_synthesis")
-                err = _engine_error(e).body()
-                yield f"data: {json.dumps({'type': 'error', **err})}\n\n".encode()
-                return
-            usage = {"input_tokens": len(req.text), "output_tokens": 0, "total_tokens": len(req.text)}
-            done = {"type": "speech.audio.done", "usage": usage, "audio_ms": round(run.audio_seconds * 1000)}
-            yield f"data: {json.dumps(done)}\n\n".encode()
+        return SpeechResponse(ctx, stream, first, endpoint="openai", media_type=req.media_type,
+                              headers=req.headers, started=t0)
 
     @api_endpoint
     async def models(request: Request):
-        engine = ctx.engine
-        capabilities = {
-            "speech": True,
-            "streaming": True,
-            "response_formats": list(FORMATS),
-            "stream_formats": ["audio", "sse"],
-            "sample_rate": DEFAULT_RATE,
-            "pcm_sample_rates": list(PCM_RATES),
-            "speed_range": [SPEED_MIN, SPEED_MAX],
-            "voice_cloning": True,
-            "openai_voices": list(OPENAI_VOICES),
-            "emotion": ["vector", "label", "text", "reference"],
-            "emotion_vector_order": list(EMOTIONS),
-            "max_input_chars": ctx.settings.max_text_chars,
-            "engine": engine.describe(),
-        }
         created = int(time.time())
         data = [{"id": mid, "object": "model", "created": created, "owned_by": "realtime-tts",
-                 "capabilities": capabilities} for mid in MODEL_IDS]
+                 "capabilities": model_capabilities(ctx)} for mid in MODEL_IDS]
         return JSONResponse({"object": "list", "data": data})
 
     return [
-        Route("/v1/audio/speech", speech, methods=["POST"]),
-        Route("/audio/speech", speech, methods=["POST"]),
+        Route("/v1/audio/speech", speech_route(), methods=["POST"]),
+        # index-tts-vllm's OpenAI route answers a whole WAV file whatever was asked: the same
+        # defaults here (an explicit response_format or stream still wins).
+        Route("/audio/speech", speech_route(default_format="wav", default_stream=False), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ]
 
@@ -339,6 +191,7 @@ def metrics_routes(ctx) -> list[Route]:
 
     async def metrics(request: Request):
         ctx.metrics.queue_depth.set(ctx.executor.queue_depth)
+        ctx.metrics.sample_process()
         return Response(ctx.metrics.render(), media_type=ctx.metrics.content_type)
 
     return [Route("/metrics", metrics, methods=["GET"])]

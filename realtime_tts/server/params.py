@@ -8,9 +8,9 @@ and rejects what cannot be mapped with an ``ApiError`` naming the field.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,19 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Emotion, Voice
-from ..model.emotion import XIAOZHI_EMOTION_MAP, label_to_vector
 from ..model.emotion import normalize_emotion_vector as normalize_emotion
-from .http_errors import ApiError, invalid
+from .emotion_forms import XIAOZHI_EMOTION_MAP, label_to_vector
+from .capabilities import LanguageError, check_language
+from .http_errors import ApiError, input_error, invalid
+from .inputs import InputError, clean_string, loads_json
+
+# Bodies above this size are parsed on a worker thread, so a large inline voice clip
+# (megabytes of base64) never holds the event loop.
+PARSE_OFF_LOOP_BYTES = 64 * 1024
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                  "verse", "marin", "cedar")
+DEFAULT_VOICE_NAMES = ("default",)  # always the default voice, unless a stored voice has that id or name
 
 # Labels beyond the eight and the xiaozhi ``llm.emotion`` names (XIAOZHI_EMOTION_MAP) -> weights.
 EXTRA_LABELS: dict[str, tuple[float, ...]] = {
@@ -62,18 +69,28 @@ def limited_receive(request: Request, limit: int) -> Receive:
 
 
 async def read_json(request: Request, limit: int) -> dict:
-    """The JSON object body, with clear 400/413 errors."""
+    """The JSON object body read through ``inputs.loads_object``: bounded before parsing
+    (size, depth, number length), strings valid Unicode and NFC; 400/413 naming the problem."""
     request = Request(request.scope, limited_receive(request, limit))
     raw = await request.body()
-    if not raw.strip():
-        raise invalid("request body is empty; send a JSON object", code="invalid_json")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise invalid(f"request body is not valid JSON: {e}", code="invalid_json") from None
+        if len(raw) > PARSE_OFF_LOOP_BYTES:
+            body = await asyncio.to_thread(loads_json, raw, max_bytes=limit, what="request body")
+        else:
+            body = loads_json(raw, max_bytes=limit, what="request body")
+    except InputError as e:
+        raise input_error(e) from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object", code="invalid_json")
     return body
+
+
+def clean_field(value: str, param: str) -> str:
+    """A string from a form field, query string or path: valid Unicode, NFC (400 otherwise)."""
+    try:
+        return clean_string(value, param)
+    except InputError as e:
+        raise input_error(e, param) from None
 
 
 def merged_fields(body: dict) -> dict:
@@ -139,8 +156,8 @@ def decode_inline_audio(value: str, *, what: str = "voice") -> bytes:
 def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
     """A voice reference -> ``Voice`` (None: the engine's built-in voice).
 
-    Accepts a registered id or name, an OpenAI voice name (mapped by
-    ``openai_voice_map``, else ``default_voice``), ``{"id": ...}``, inline audio
+    Accepts a registered id or name, ``"default"``, an OpenAI voice name (mapped by
+    ``openai_voice_map``, else the default voice), ``{"id": ...}``, inline audio
     (``{"audio": <base64>}`` or a ``data:audio/...;base64,`` URL) and, when
     ``allow_server_paths`` is set, a path on the server (``{"path": ...}`` or a string).
     """
@@ -149,7 +166,9 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
         return default_voice(ctx, param)
     if isinstance(ref, dict):
         if ref.get("id") is not None:
-            return resolve_voice(ctx, str(ref["id"]), param=param)
+            if not isinstance(ref["id"], str):
+                raise invalid(f"'{param}.id' must be a string", param=f"{param}.id")
+            return resolve_voice(ctx, ref["id"], param=param)
         for key in ("audio", "data", "url"):
             if isinstance(ref.get(key), str):
                 return _inline(ctx, ref[key], param)
@@ -161,6 +180,8 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
     voice = library.get(ref) if library is not None else None
     if voice is not None:
         return voice
+    if ref.lower() in DEFAULT_VOICE_NAMES:
+        return default_voice(ctx, param)
     if ref.lower() in OPENAI_VOICES:
         mapped = settings.openai_voice_map.get(ref.lower()) or settings.openai_voice_map.get(ref)
         if mapped:
@@ -176,9 +197,16 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
 
 
 def default_voice(ctx, param: str = "voice") -> Voice | None:
+    """``--default-voice``; else, for an engine that must clone, the library's first voice; else the
+    engine's built-in voice (None)."""
     name = ctx.settings.default_voice
+    needs_voice = ctx.engine is not None and ctx.engine.needs_voice
+    if not name and needs_voice and ctx.voices is not None and len(ctx.voices):
+        oldest = ctx.voices.list()[:1]
+        if oldest:
+            return ctx.voices.get(oldest[0]["id"])
     if not name or ctx.voices is None:
-        if ctx.engine is not None and ctx.engine.needs_voice:
+        if needs_voice:
             raise ApiError(400, f"the {ctx.engine.name} engine speaks with a cloned voice and none was given: pass "
                                 f"'{param}' (an id from GET /v1/audio/voices; add one with POST /v1/audio/voices) "
                                 "or start the server with --default-voice ID", param=param, code="voice_required")
@@ -202,6 +230,8 @@ def _server_path(ctx, path: str, param: str) -> Voice:
     if not ctx.settings.allow_server_paths:
         raise invalid(f"'{param}': server-side paths are disabled (start with --allow-server-paths, or upload "
                       "the clip with POST /v1/audio/voices and use its id)", param=param, code="server_paths_disabled")
+    if "\0" in path:
+        raise invalid(f"'{param}': a path cannot hold a NUL character", param=param, code="invalid_audio")
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -313,7 +343,7 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
 
     method = fields.get("emo_control_method")
     if method is not None:  # index-tts-vllm v2: 0 speaker, 1 reference clip, 2 vector, 3 text
-        if method not in (0, 1, 2, 3):
+        if type(method) is not int or method not in (0, 1, 2, 3):
             raise invalid("'emo_control_method' must be 0 (speaker), 1 (reference audio), 2 (vector) or 3 (text)",
                           param="emo_control_method")
         if method == 0:
@@ -329,6 +359,20 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
     if vector is None and text is None and reference is None:
         return None
     return Emotion(vector=vector, text=text, reference=reference, alpha=min(1.0, max(0.0, alpha)))
+
+
+# --- language -------------------------------------------------------------------------------
+
+def parse_language(ctx, fields: dict, param: str = "language") -> str | None:
+    """``language``: None (absent, empty or ``auto``: the engine detects it), else a tag whose
+    primary subtag (``en`` of ``en-US``) the engine speaks; 400 naming the supported ones."""
+    engine = ctx.engine
+    languages = engine.capabilities().languages if engine is not None else None
+    try:
+        return check_language(fields.get(param), languages, engine.name if engine is not None else "", param)
+    except LanguageError as e:
+        raise invalid(e.message, param=param, code="unsupported_language" if e.unsupported else "invalid_value") \
+            from None
 
 
 # --- speed ----------------------------------------------------------------------------------

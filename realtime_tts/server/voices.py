@@ -11,16 +11,15 @@ the metadata is written after the audio, so a crash at any moment leaves either
 the old voice or the new one, never half of one. Leftovers (temp files, clips
 no metadata points at) are swept when the library opens.
 
-Also here: the HTTP routes (``/v1/audio/voices``), the index-tts-vllm
-``speaker.json`` import (``python -m realtime_tts.server.voices import ...``) and
-``ConditioningCache``, the LRU an engine keeps its per-voice conditioning in.
+Also here: the HTTP routes (``/v1/audio/voices``) and the index-tts-vllm ``speaker.json``
+import (``python -m realtime_tts.server.voices import ...``). The per-voice conditioning an
+engine computes from these clips is cached by the engine (``realtime_tts.engine.cache``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import hashlib
 import io
 import json
@@ -35,7 +34,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soxr
@@ -46,7 +45,7 @@ from starlette.routing import Route
 from ..audio.io import AudioDecodeError, decode_audio
 from ..engine.base import Voice
 from .http_errors import ApiError, api_endpoint
-from .params import limited_receive
+from .params import clean_field, limited_receive
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ SILENCE_PEAK = 1e-4  # a clip whose loudest sample is below this carries no voic
 IMPORT_GAP_S = 0.2  # silence between the clips of one speaker.json entry
 MAX_INLINE = 512  # inline / server-path clips kept on disk
 _ID_RE = re.compile(r"^\w[\w.\-]{0,63}$")
-_HASH_RE = re.compile(r"^[0-9a-f]{16,64}$")
 
 
 class VoiceError(ApiError):
@@ -158,41 +156,86 @@ def check_voice_id(voice_id: str) -> str:
 
 
 class VoiceLibrary:
-    """Stored voices. Methods block on disk I/O: call them through ``asyncio.to_thread`` from handlers."""
+    """Stored voices. Methods block on disk I/O: handlers call them on the server's codec pool (``ctx.codec.run``)."""
 
-    def __init__(self, data_dir: Path | str, *, min_seconds: float = 0.5, max_seconds: float = 60.0) -> None:
+    def __init__(self, data_dir: Path | str, *, min_seconds: float = 0.5, max_seconds: float = 60.0,
+                 sweep: bool = True) -> None:
         self.root = Path(data_dir) / "voices"
         self.inline_dir = self.root / ".inline"
         self.min_seconds = min_seconds
         self.max_seconds = max_seconds
         self._lock = threading.RLock()
         self._meta: dict[str, dict] = {}
+        self._seen: tuple = ()
         self.inline_dir.mkdir(parents=True, exist_ok=True)
-        self._load()
+        self._load(sweep=sweep)
 
     @classmethod
     def from_settings(cls, settings) -> "VoiceLibrary":
         """The library under ``settings.data_dir``, with ``settings.speaker_json`` imported."""
         lib = cls(settings.data_dir, min_seconds=settings.voice_min_seconds, max_seconds=settings.voice_max_seconds)
-        if settings.speaker_json:
-            for voice_id, status in import_speaker_json(lib, settings.speaker_json, replace=True):
-                log.info("speaker.json: voice %s %s", voice_id, status)
+        if settings.speaker_json:  # a bad import never stops the server: skipped entries are logged
+            try:
+                for voice_id, status in import_speaker_json(lib, settings.speaker_json, replace=True):
+                    if not status.startswith("skipped"):
+                        log.info("speaker.json: voice %s %s", voice_id, status)
+            except VoiceError as e:
+                log.error("%s; starting without it", e.message)
         return lib
 
     # -- reading -------------------------------------------------------------------
-    def _load(self) -> None:
-        """Read every metadata file; sweep temp files and clips nothing points at."""
-        referenced: set[str] = set()
+    def _read_meta(self, *, quiet: bool = False) -> dict[str, dict]:
+        found: dict[str, dict] = {}
         for path in sorted(self.root.glob("*.json")):
             try:
                 meta = json.loads(path.read_text(encoding="utf-8"))
                 if meta["id"] != path.stem or not (self.root / meta["file"]).is_file():
                     raise ValueError("metadata does not match its files")
             except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("voice library: ignoring %s (%s)", path.name, e)
+                if not quiet:
+                    log.warning("voice library: ignoring %s (%s)", path.name, e)
                 continue
-            self._meta[meta["id"]] = meta
-            referenced.add(meta["file"])
+            found[meta["id"]] = meta
+        return found
+
+    def _stamp(self) -> tuple:
+        """What changes whenever a voice is added, replaced or deleted, by this process or another."""
+        with os.scandir(self.root) as entries:
+            return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                                for e in entries if e.name.endswith(".json")))
+
+    def refresh(self) -> bool:
+        """Pick up voices another process wrote (``realtime-tts voices add`` while the server runs).
+
+        Blocks on disk I/O (run it in a thread). Never sweeps: a half-written voice of another
+        process is left alone and appears once its metadata lands. True if the set changed.
+        """
+        try:
+            stamp = self._stamp()
+        except OSError:
+            return False
+        with self._lock:
+            if stamp == self._seen:
+                return False
+            self._seen = stamp
+            fresh = self._read_meta(quiet=True)
+            changed = fresh != self._meta
+            self._meta = fresh
+        if changed:
+            log.info("voice library: reloaded, %d voices", len(fresh))
+        return changed
+
+    def _load(self, *, sweep: bool) -> None:
+        """Read every metadata file; sweep temp files and clips nothing points at.
+
+        ``sweep`` False (the command line, which may run beside a server): a leftover could be
+        the other process's write in progress, so it is left alone.
+        """
+        self._meta = self._read_meta()
+        self._seen = self._stamp()
+        if not sweep:
+            return
+        referenced = {meta["file"] for meta in self._meta.values()}
         for path in self.root.iterdir():
             if path.name.startswith(".tmp-") or (path.suffix == ".wav" and path.name not in referenced):
                 log.info("voice library: removing leftover %s", path.name)
@@ -238,21 +281,36 @@ class VoiceLibrary:
     # -- writing -------------------------------------------------------------------
     def add(self, data: bytes | Clip, *, voice_id: str | None = None, name: str = "", filename: str = "",
             replace: bool = False) -> Voice:
-        """Validate a clip and store it as a voice. ``voice_id`` None: a fresh ``voice_<hex>`` id."""
+        """Validate a clip and store it as a voice (see ``store``)."""
+        return self.store(data, voice_id=voice_id, name=name, filename=filename, replace=replace)[0]
+
+    def store(self, data: bytes | Clip, *, voice_id: str | None = None, name: str = "", filename: str = "",
+              replace: bool = False) -> tuple[Voice, bool]:
+        """Validate a clip and store it as a voice; returns (voice, created).
+
+        ``voice_id`` None: a fresh ``voice_<hex>`` id, unless the library already holds this
+        exact clip (same content hash), which is then returned instead of a duplicate. The same
+        clip again under its own id is a no-op too. ``created`` is False in both cases.
+        """
         clip = data if isinstance(data, Clip) else decode_clip(data, max_seconds=self.max_seconds + 1)
         validate_clip(clip, min_seconds=self.min_seconds, max_seconds=self.max_seconds)
         wav = clip_to_wav(clip)
         digest = hashlib.sha256(wav).hexdigest()
         with self._lock:
             if voice_id is None:
+                same = [m for m in self._meta.values() if m["content_hash"] == digest]
+                if same:
+                    return self._voice(min(same, key=lambda m: (m["created_at"], m["id"]))), False
                 voice_id = "voice_" + secrets.token_hex(6)
                 while voice_id in self._meta:
                     voice_id = "voice_" + secrets.token_hex(6)
             check_voice_id(voice_id)
             old = self._meta.get(voice_id)
+            if old is not None and old["content_hash"] == digest:
+                return self._voice(old), False
             if old is not None and not replace:
-                raise VoiceError(409, f"voice {voice_id!r} already exists; DELETE it first or pick another id",
-                                 param="id", code="voice_exists")
+                raise VoiceError(409, f"voice {voice_id!r} already exists with other audio; DELETE it first or "
+                                      "pick another id", param="id", code="voice_exists")
             meta = {
                 "id": voice_id,
                 "object": "voice",
@@ -271,7 +329,7 @@ class VoiceLibrary:
                 (self.root / old["file"]).unlink(missing_ok=True)
             log.info("voice stored", extra={"voice_id": voice_id, "content_hash": digest[:16],
                                             "duration_s": meta["duration"]})
-            return self._voice(meta)
+            return self._voice(meta), True
 
     def delete(self, voice_id: str) -> bool:
         with self._lock:
@@ -318,138 +376,92 @@ def merge_clips(clips: list[Clip]) -> Clip:
     return Clip(np.concatenate(parts), rate)
 
 
-def import_speaker_json(library: VoiceLibrary, path: Path | str, *, replace: bool = False) -> list[tuple[str, str]]:
-    """Import ``{"name": ["a.wav", ...]}``; paths are relative to the JSON file.
+def _speaker_clip_path(rel: str, spec: Path) -> tuple[Path | None, list[Path]]:
+    """Where a speaker.json clip is: absolute, else next to the JSON file, else one level up.
 
-    Several clips of one speaker are joined into one reference. Returns
-    ``[(voice_id, "added" | "replaced" | "unchanged")]``. Re-importing the same
-    file is a no-op, so it is safe at every start-up.
+    index-tts-vllm's own ``assets/speaker.json`` names ``assets/x.wav``, relative to its
+    project root (the JSON's parent directory); files written for us name paths next to
+    the JSON. Returns (the path found or None, every place looked).
+    """
+    if Path(rel).is_absolute():
+        return (Path(rel) if Path(rel).is_file() else None), [Path(rel)]
+    bases = list(dict.fromkeys([spec.parent, spec.parent.parent]))
+    tried = [base / rel for base in bases]
+    return next((p for p in tried if p.is_file()), None), tried
+
+
+def _speaker_clip(name: str, files: Any, spec: Path) -> Clip:
+    """One speaker.json entry -> one reference clip; VoiceError naming the problem."""
+    if isinstance(files, str):
+        files = [files]
+    if not isinstance(files, list) or not files or not all(isinstance(p, str) for p in files):
+        raise VoiceError(400, 'expected a list of audio paths, e.g. {"name": ["a.wav"]}', code="invalid_speaker_json")
+    check_voice_id(name)
+    clips = []
+    for rel in files:
+        path, tried = _speaker_clip_path(rel, spec)
+        if path is None:
+            raise VoiceError(400, f"cannot find {rel} (looked at {', '.join(str(p) for p in tried)})",
+                             code="invalid_speaker_json")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise VoiceError(400, f"cannot read {path}: {e.strerror or e}", code="invalid_speaker_json") from None
+        clips.append(decode_clip(data, what=rel))
+    return merge_clips(clips)
+
+
+def import_speaker_json(library: VoiceLibrary, path: Path | str, *, replace: bool = False) -> list[tuple[str, str]]:
+    """Import index-tts-vllm's ``{"name": ["a.wav", ...]}``, one voice per name.
+
+    Paths may be absolute, relative to the JSON file or relative to its parent (index-tts-vllm's
+    project root). Several clips of one speaker are joined into one reference. Returns
+    ``[(voice_id, "added" | "replaced" | "unchanged" | "skipped: <why>")]``: a bad entry is
+    skipped (and logged once), never the end of the import. Re-importing the same file is a
+    no-op, so it is safe at every start-up. Raises ``VoiceError`` only when the file itself
+    cannot be read as a JSON object.
     """
     path = Path(path)
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise VoiceError(400, f"speaker.json: cannot read {path}: {e.strerror or e}", code="invalid_speaker_json") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise VoiceError(400, f"speaker.json: {path} is not valid JSON: {e}", code="invalid_speaker_json") from None
-    if not isinstance(spec, dict) or not all(
-        isinstance(v, list) and v and all(isinstance(p, str) for p in v) for v in spec.values()
-    ):
+    if not isinstance(spec, dict):
         raise VoiceError(400, f'speaker.json: {path} must map each name to a list of audio paths: {{"name": ["a.wav"]}}',
                          code="invalid_speaker_json")
     results = []
     for name, files in spec.items():
-        check_voice_id(name)
-        clips = []
-        for rel in files:
-            file = Path(rel) if Path(rel).is_absolute() else path.parent / rel
-            try:
-                data = file.read_bytes()
-            except OSError as e:
-                raise VoiceError(400, f"speaker.json: {name}: cannot read {file}: {e.strerror or e}",
-                                 code="invalid_speaker_json") from None
-            clips.append(decode_clip(data, what=f"{name}: {rel}"))
-        clip = merge_clips(clips)
-        old = library.info(name)
-        if old is not None:
-            if hashlib.sha256(clip_to_wav(clip)).hexdigest() == old["content_hash"]:
+        try:
+            clip = _speaker_clip(name, files, path)
+            validate_clip(clip, min_seconds=library.min_seconds, max_seconds=library.max_seconds, what=name)
+            old = library.info(name)
+            if old is not None and hashlib.sha256(clip_to_wav(clip)).hexdigest() == old["content_hash"]:
                 results.append((name, "unchanged"))
                 continue
-            if not replace:
-                raise VoiceError(409, f"speaker.json: voice {name!r} already exists with other audio "
-                                      "(use --replace)", code="voice_exists")
-        library.add(clip, voice_id=name, name=name, filename=", ".join(files), replace=True)
-        results.append((name, "replaced" if old else "added"))
+            if old is not None and not replace:
+                raise VoiceError(409, "a voice of that name already exists with other audio (use --replace)",
+                                 code="voice_exists")
+            library.add(clip, voice_id=name, name=name, filename=", ".join(files if isinstance(files, list) else [files]),
+                        replace=True)
+            results.append((name, "replaced" if old else "added"))
+        except VoiceError as e:
+            log.warning("speaker.json %s: skipped voice %r: %s", path, name, e.message)
+            results.append((name, f"skipped: {e.message}"))
     return results
 
 
-# --- per-voice conditioning cache -----------------------------------------------------
-
-class ConditioningCache:
-    """LRU of per-voice engine state (speaker embeddings, prompt codes...) keyed by content hash.
-
-    Thread-safe (the engine worker fills it, the server may clear it). With
-    ``disk_dir`` plus ``dump(value, path)`` / ``load(path) -> value`` hooks, entries
-    also persist across restarts, written atomically via a temp file.
-    """
-
-    def __init__(self, capacity: int = 64, *, disk_dir: Path | str | None = None,
-                 dump: Callable[[Any, Path], None] | None = None,
-                 load: Callable[[Path], Any] | None = None, suffix: str = ".pt") -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        if (disk_dir is None) != (dump is None) or (dump is None) != (load is None):
-            raise ValueError("disk_dir, dump and load go together")
-        self.capacity = capacity
-        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
-        self._dump, self._load, self._suffix = dump, load, suffix
-        self._items: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-        if self.disk_dir is not None:
-            self.disk_dir.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> Path:
-        if not _HASH_RE.match(key):
-            raise ValueError(f"cache keys are hex content hashes, got {key!r}")
-        return self.disk_dir / f"{key}{self._suffix}"
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
-        if self.disk_dir is not None and self._path(key).is_file():
-            try:
-                value = self._load(self._path(key))
-            except Exception as e:  # a stale or corrupt file is recomputed, never fatal
-                log.warning("conditioning cache: cannot load %s (%s); recomputing", key[:16], e)
-            else:
-                self._remember(key, value)
-                with self._lock:
-                    self.hits += 1
-                return value
-        with self._lock:
-            self.misses += 1
-        return None
-
-    def _remember(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def put(self, key: str, value: Any) -> None:
-        self._remember(key, value)
-        if self.disk_dir is not None:
-            path = self._path(key)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self._suffix, dir=self.disk_dir)
-            os.close(fd)
-            try:
-                self._dump(value, Path(tmp))
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
-        value = self.get(key)
-        if value is None:
-            value = compute()
-            self.put(key, value)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
+async def watch_library(library: VoiceLibrary | None, interval_s: float = 1.0) -> None:
+    """Refresh the library every ``interval_s`` (off the event loop) for the server's whole life."""
+    if library is None:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(library.refresh)
+        except Exception as e:  # a transient disk error must not end the watch
+            log.warning("voice library: refresh failed: %s", e)
 
 
 # --- HTTP routes ------------------------------------------------------------------------
@@ -460,6 +472,16 @@ def voice_object(meta: dict) -> dict:
     return out
 
 
+def _form_text(form, field: str) -> str:
+    """A text form field ('' when absent), NFC; a second file part is refused by ``max_files``."""
+    return clean_field(form.get(field) or "", field)
+
+
+def _path_id(request: Request) -> str:
+    """The ``{voice_id}`` of the path, NFC like the ids stored from uploads."""
+    return clean_field(request.path_params["voice_id"], "voice_id")
+
+
 def voice_routes(ctx) -> list:
     """``/v1/audio/voices`` (list, upload), ``/v1/audio/voices/{id}`` (get, delete) and ``.../audio``."""
 
@@ -467,6 +489,7 @@ def voice_routes(ctx) -> list:
         return ctx.voices
 
     async def list_voices(request: Request):
+        await ctx.codec.run(library().refresh)  # voices another process added show at once
         return JSONResponse({"object": "list", "data": [voice_object(m) for m in library().list()]})
 
     async def upload_voice(request: Request):
@@ -484,25 +507,30 @@ def voice_routes(ctx) -> list:
             if len(data) > limit:
                 raise VoiceError(413, f"file is {len(data)} bytes; the limit is {limit}", param="file",
                                  code="file_too_large")
-            voice_id = form.get("id") or None
-            name = str(form.get("name") or "").strip()[:200]
-            filename = upload.filename or ""
-        voice = await asyncio.to_thread(library().add, data, voice_id=voice_id, name=name, filename=filename)
-        return JSONResponse(voice_object(library().info(voice.id)), status_code=201)
+            voice_id = _form_text(form, "id") or None
+            name = _form_text(form, "name").strip()[:200]
+            filename = clean_field(upload.filename or "", "file")
+        voice, created = await ctx.codec.run(library().store, data, voice_id=voice_id, name=name, filename=filename)
+        # The same clip again answers the voice that already holds it (200), not a duplicate.
+        return JSONResponse(voice_object(library().info(voice.id)), status_code=201 if created else 200)
 
     async def get_voice(request: Request):
-        meta = library().info(request.path_params["voice_id"])
+        voice_id = _path_id(request)
+        meta = library().info(voice_id)
+        if meta is None and await ctx.codec.run(library().refresh):
+            meta = library().info(voice_id)
         if meta is None:
-            library().require(request.path_params["voice_id"])  # raises the 404
+            library().require(voice_id)  # raises the 404
         return JSONResponse(voice_object(meta))
 
     async def voice_audio(request: Request):
-        voice = library().require(request.path_params["voice_id"])
-        return FileResponse(voice.audio_path, media_type="audio/wav")
+        voice = library().require(_path_id(request))
+        return FileResponse(voice.audio_path, media_type="audio/wav", filename=f"{voice.id}.wav",
+                            content_disposition_type="inline")
 
     async def delete_voice(request: Request):
-        voice_id = request.path_params["voice_id"]
-        if not await asyncio.to_thread(library().delete, voice_id):
+        voice_id = _path_id(request)
+        if not await ctx.codec.run(library().delete, voice_id):
             library().require(voice_id)
         return JSONResponse({"id": voice_id, "object": "voice", "deleted": True})
 
@@ -517,9 +545,10 @@ def voice_routes(ctx) -> list:
 
 # --- command line -------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m realtime_tts.server.voices",
-                                     description="Manage the voice library of a realtime-tts data directory.")
+def main(argv: list[str] | None = None, prog: str = "python -m realtime_tts.server.voices") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Manage the voice library of a realtime-tts data "
+                                     "directory. Safe while a server uses it: the server picks up changes "
+                                     "within a second.")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("REALTIME_TTS_DATA_DIR", "data")),
                         help="data directory (default: ./data or $REALTIME_TTS_DATA_DIR)")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -534,14 +563,19 @@ def main(argv: list[str] | None = None) -> int:
     rm = sub.add_parser("delete", help="delete a voice")
     rm.add_argument("voice_id")
     args = parser.parse_args(argv)
-    lib = VoiceLibrary(args.data_dir)
+    lib = VoiceLibrary(args.data_dir, sweep=False)
     try:
         if args.cmd == "import":
-            for voice_id, status in import_speaker_json(lib, args.speaker_json, replace=args.replace):
+            results = import_speaker_json(lib, args.speaker_json, replace=args.replace)
+            for voice_id, status in results:
                 print(f"{voice_id}\t{status}")
+            return 1 if any(status.startswith("skipped") for _, status in results) else 0
         elif args.cmd == "add":
-            voice = lib.add(args.file.read_bytes(), voice_id=args.id, name=args.name, filename=args.file.name)
+            voice, created = lib.store(args.file.read_bytes(), voice_id=args.id, name=args.name,
+                                       filename=args.file.name)
             print(voice.id)
+            if not created:
+                print(f"this clip is already stored as voice {voice.id!r}; nothing added", file=sys.stderr)
         elif args.cmd == "list":
             for meta in lib.list():
                 print(f"{meta['id']}\t{meta['name']}\t{meta['duration']:.1f}s\t{meta['content_hash'][:16]}")

@@ -11,7 +11,9 @@ Rules (exact; the tests check each of them):
   line break, otherwise a space. Segments are trimmed at both ends; a newline left inside a
   segment (see "symbols" below) is written as a space.
 * Sentence boundaries end a segment after the mark:
-  - ``。！？!?；;…`` and a line break, always;
+  - ``。！？!?；;…`` and a line break, always; likewise the half-width ideographic stop
+    ``｡``, ``‼ ⁇ ⁈ ⁉``, and the Arabic ``؟`` (question mark), ``؛`` (semicolon) and ``۔``
+    (full stop);
   - ``.`` only when followed (after any run of marks and closing quotes) by whitespace or the
     end of the text, and the next non-space character is not a lowercase letter. So
     ``3.14``, ``e.g.x``, ``U.S.A`` and ``e.g. this`` stay whole; ``Mr. Smith`` does split.
@@ -23,15 +25,21 @@ Rules (exact; the tests check each of them):
   before them (or the one after, at the start of a text). A text with no content at all
   gives no segments.
 * First segment only (``first_clause_min_chars=N``): it may also end at a clause mark once
-  it holds at least N characters (counting the mark). Clause marks: ``，、：`` always;
-  ``,`` and ``:`` only when whitespace follows (``1,000``, ``10:30``, ``http://`` stay
-  whole); ``~`` and ``～`` unless a digit follows (``5~10``). Later segments of the same
+  it holds at least N characters (counting the mark). Clause marks: ``，、：``, the
+  half-width ``､`` and the Arabic comma ``،`` always; ``,`` and ``:`` only when whitespace
+  follows (``1,000``, ``10:30``, ``http://`` stay whole); ``~``, ``～`` and ``〜`` unless a
+  digit follows (``5~10``). Later segments of the same
   turn cut at sentence boundaries only, even after a ``flush()``.
 * Length: no segment is longer than ``max_chars``. A segment that would be longer is cut at
   the last clause mark or sentence mark inside the limit, else at the last space, else hard
   at the limit, always keeping content on both sides of the cut. Only a text holding a run
   of symbols about ``max_chars / 2`` long or longer can defeat this; then the cap wins and a
   piece holding only symbols is dropped. No segment is ever empty or symbols-only.
+
+The marks cover the five IndexTTS-2.5 languages without knowing which one a text is in: each
+added mark belongs to one script (Spanish needs none of its own: ``¿`` and ``¡`` open a
+sentence, so they are simply the start of the next segment). Chinese and English text cuts
+exactly as before they were added.
 
 Cutting never adds or reorders non-whitespace characters, and drops none except symbols that
 never meet a letter or digit: a text without content, symbols pending at ``end()`` after a
@@ -43,12 +51,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_TERMINATORS = frozenset("。！？!?；;…")
+_TERMINATORS = frozenset("。！？!?；;…｡‼⁇⁈⁉؟؛۔")
 _CLOSERS = frozenset("\"'”’」』）)】]》〉}〕］｝»›")
 _RUN = _TERMINATORS | _CLOSERS | {"."}  # what a sentence boundary takes along
-_CLAUSE_ALWAYS = frozenset("，、：")
+_CLAUSE_ALWAYS = frozenset("，、：､،")
 _CLAUSE_SPACED = frozenset(",:")
-_TILDES = frozenset("~～")
+_TILDES = frozenset("~～〜")
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _WS_RUN = re.compile(r"\s+")
 

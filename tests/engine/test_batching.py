@@ -1,10 +1,11 @@
-"""Batched synthesis: the IndexTTS2 batch path equals one-at-a-time runs on the tiny checkpoint, and
-BatchingExecutor forms fair batches behind the same contract as SerialExecutor (bounded queue,
-busy, per-job and per-owner cancellation, close, the metrics hook).
+"""Batched synthesis: a batch of many in the staged pipeline equals batches of one (``synthesize``) on
+the tiny checkpoint, and BatchingExecutor forms fair batches behind the same contract as
+SerialExecutor (bounded queue, busy, per-job and per-owner cancellation, close, the metrics hook).
 
-Engine equality: each batch item draws from its own generator, in the order a serial run draws
-(GPT sampling then CFM noise, piece by piece), so item i of a batch equals a serial run of item i
-with the same seed (codes exactly, audio to 1e-4), in greedy and in the default beam_sample mode."""
+Engine equality: each batch item draws from its own generator, in the order a run alone draws
+(GPT sampling then CFM noise, piece by piece), so item i of a batch equals item i run alone with
+the same seed (codes exactly, audio to 1e-4), in greedy and in the default beam_sample mode. The
+official goldens (test_indextts2_golden.py) hold the run alone to the official code."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-import realtime_tts.engine.continuous as continuous
+import realtime_tts.engine.scheduler as scheduler
 from realtime_tts.engine.base import (Cancelled, CancelToken, Emotion, Engine, EngineError, SegmentAudio,
                                       SynthesisOptions, Voice)
 from realtime_tts.engine.batching import BatchingExecutor
 from realtime_tts.engine.executor import ExecutorBusy, ExecutorClosed
 from realtime_tts.engine.indextts2 import IndexTTS2Engine
-from realtime_tts.model.gpt import SamplingParams
+from realtime_tts.model.gpt import CodeOverride, SamplingParams
 from realtime_tts.model.gpt.decode import DecodePool
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
@@ -65,10 +66,17 @@ ITEMS = [
 ]
 
 
-def serial(engine, items, seeds):
-    """Item i run alone with a generator seeded ``seeds[i]``."""
-    return [engine.run(text, opts, CancelToken(), generator=torch.Generator().manual_seed(s))
+def serial(engine, items, seeds, sampling=None):
+    """Item i run alone (a batch of one) with a generator seeded ``seeds[i]``."""
+    return [engine.synthesize(text, opts, CancelToken(), generator=torch.Generator().manual_seed(s), sampling=sampling)
             for (text, opts), s in zip(items, seeds)]
+
+
+def codes(engine, counts, exact=False):
+    """The engine's sampling with a forced code count per text (``exact``: the stop code forbidden;
+    otherwise only the budget)."""
+    return replace(engine.sampling, override=CodeOverride(counts if isinstance(counts, int) else counts.get,
+                                                          exact=exact))
 
 
 def batched(engine, items, seeds, tokens=None):
@@ -140,18 +148,18 @@ def test_bulk_renders_interleave_with_decoding_urgent_ones_run_at_once(engine, m
     goes on, an urgent render's all at once."""
     starts: list[int] = []  # the step at which each render started
     decoding: list[int] = []  # the step of every GPT decode step
-    batch = engine.open_batch(3, render_wait=4)
-    real_start, real_step = batch._start_renders, DecodePool.step
-    monkeypatch.setattr(batch, "_start_renders", lambda pieces: (starts.append(batch.steps), real_start(pieces))[1])
+    # a long segment keeps the decode busy while the short ones complete
+    batch = engine.open_batch(3, render_wait=4, sampling=codes(engine, {"Good day. See you.": 30, ITEMS[3][0]: 5}))
+    real_start, real_step = batch.runner._start, DecodePool.step
+    monkeypatch.setattr(batch.runner, "_start", lambda groups, out: (starts.append(batch.steps), real_start(groups, out))[1])
 
     def counting(self):
         decoding.append(batch.steps)
         return real_step(self)
 
     monkeypatch.setattr(DecodePool, "step", counting)
-    # a long segment keeps the decode busy while the short ones complete
-    batch.add("long", "Good day. See you.", SynthesisOptions(voice=OTHER), CancelToken(), max_codes=30)
-    batch.add("bulk", *ITEMS[3], CancelToken(), max_codes=5)
+    batch.add("long", "Good day. See you.", SynthesisOptions(voice=OTHER), CancelToken())
+    batch.add("bulk", *ITEMS[3], CancelToken())
     finished = {}
     while "bulk" not in finished:
         finished.update(batch.step())
@@ -159,16 +167,16 @@ def test_bulk_renders_interleave_with_decoding_urgent_ones_run_at_once(engine, m
     cfm = engine.cfm_steps
     assert batch.steps == 8 + cfm  # its CFM steps ran at steps 8, 9, 10 ...
     assert set(range(8, 8 + cfm)) <= set(decoding)  # ... each beside a GPT decode step
-    batch.add("urgent", *ITEMS[3], CancelToken(), max_codes=5, urgent=True)
+    batch.add("urgent", *ITEMS[3], CancelToken(), urgent=True)
     first = batch.steps
     while "urgent" not in finished:
         finished.update(batch.step())
     # urgent: it starts rendering the step its codes complete and renders to the end there
-    assert starts[-1] == first + 4 and batch.steps == first + 5 and len(batch.pool) == 1
+    assert starts[-1] == first + 4 and batch.steps == first + 5 and len(batch.runner.pool) == 1
     while len(batch):
         finished.update(batch.step())
     assert all(isinstance(finished[k], SegmentAudio) for k in ("long", "bulk", "urgent"))
-    want = engine.run(*ITEMS[3], CancelToken(), generator=torch.Generator(), max_codes=5)
+    want = engine.synthesize(*ITEMS[3], CancelToken(), generator=torch.Generator(), sampling=codes(engine, 5))
     assert finished["bulk"].pcm.shape == want.pcm.shape
 
 
@@ -187,7 +195,7 @@ def test_s2m_solves_follow_the_length_buckets(engine, monkeypatch):
     for grouping, expected in ((lambda n: [[i] for i in reversed(range(n))], [1, 1, 1]),
                                (lambda n: [[0, 2], [1]], [2, 1]),
                                (lambda n: [list(range(n))], [3])):
-        monkeypatch.setattr(continuous, "length_buckets", lambda frames, g=grouping: g(len(frames)))
+        monkeypatch.setattr(scheduler, "length_buckets", lambda frames, g=grouping: g(len(frames)))
         sizes.clear()
         batch = engine.open_batch(3, render_wait=10**6)  # every piece renders in one pass at the end
         for i, ((text, opts), seed) in enumerate(zip(items, [3, 4, 6])):
@@ -205,17 +213,21 @@ def test_forced_code_counts_in_a_batch(engine, codes_seen):
     """Benchmarks force per-segment code counts; a batch does it like ``run`` (same codes, same audio)."""
     items = [ITEMS[0], ITEMS[3]]
     bias = engine.models.gpt.mel_head.bias.clone()
-    want = [engine.run(t, o, CancelToken(), generator=torch.Generator().manual_seed(s), max_codes=n,
-                       suppress_stop=True) for (t, o), s, n in zip(items, [3, 4], [7, 13])]
+    forced = codes(engine, {items[0][0]: 7, items[1][0]: 13}, exact=True)
+    want = [serial(engine, [item], [s], sampling=replace(engine.sampling, override=CodeOverride(n)))[0]
+            for item, s, n in zip(items, [3, 4], [7, 13])]
     codes_seen.clear()
-    got = engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[7, 13], suppress_stop=True,
+    got = engine.run_batch([(t, o, CancelToken()) for t, o in items], sampling=forced,
                            generators=[torch.Generator().manual_seed(s) for s in [3, 4]])
     assert sorted(len(c) for c in codes_seen) == [7, 13]
     for g, w in zip(got, want):
         assert_same_audio(g, w)
     assert torch.equal(engine.models.gpt.mel_head.bias, bias)  # the stop/start suppression is undone
-    with pytest.raises(ValueError, match="max_codes"):
-        engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[7])
+    with pytest.raises(ValueError, match="forced code count"):
+        CodeOverride(0)
+    ids = [engine.text_ids(items[0][0])[0]]  # a per-text count needs the text
+    (err,) = engine.run_batch([(ids, items[0][1], CancelToken())], sampling=forced)
+    assert isinstance(err, ValueError) and "needs the text" in str(err)
 
 
 def pool_steps(monkeypatch, at_step=None):
@@ -290,10 +302,9 @@ def test_a_failing_render_retries_pieces_alone(engine, monkeypatch, when):
 
     monkeypatch.setattr(engine.models.s2mel, "generate_steps", fails_on_batches)
     items = [ITEMS[0], ITEMS[3]]
-    got = engine.run_batch([(t, o, CancelToken()) for t, o in items], max_codes=[9, 9],
+    got = engine.run_batch([(t, o, CancelToken()) for t, o in items], sampling=codes(engine, 9),
                            generators=[torch.Generator().manual_seed(s) for s in [2, 3]])
-    want = [engine.run(t, o, CancelToken(), generator=torch.Generator().manual_seed(s), max_codes=9)
-            for (t, o), s in zip(items, [2, 3])]
+    want = serial(engine, items, [2, 3], sampling=codes(engine, 9))
     for g, w in zip(got, want):
         assert_same_audio(g, w)
 
@@ -324,7 +335,8 @@ def sampled_engine(engine, mode="beam_sample", seed=None) -> IndexTTS2Engine:
     """The fixture's weights and conditioning, sampled decoding with per-text budgets."""
     e = IndexTTS2Engine(engine.models, sampling=replace(GREEDY, mode=mode), cfm_steps=3,
                         fingerprint=engine.fingerprint, seed=seed)
-    e.voices, e.emotions = engine.voices, engine.emotions  # same weights: reuse the conditioning
+    # same weights: reuse the conditioning
+    e.conditioner.voices, e.conditioner.emotions = engine.conditioner.voices, engine.conditioner.emotions
     return e
 
 

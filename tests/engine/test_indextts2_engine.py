@@ -1,10 +1,12 @@
 """IndexTTS2 engine behaviour on the tiny official-layout checkpoint (tests/fixtures/pipeline):
 loading and its error messages, the conditioning cache (memory + disk), cancellation between GPT
-steps and between CFM steps, speed, forced code counts, long-text splitting, warm-up, describe."""
+steps and between CFM steps, speed, forced code counts, long-text splitting, warm-up, describe.
+Every synthesis here is the staged pipeline's batch of one (``synthesize``)."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,10 @@ import yaml
 
 from realtime_tts.engine.base import Cancelled, CancelToken, Emotion, EngineError, SynthesisOptions, Voice
 from realtime_tts.engine.checkpoints import CheckpointError
-from realtime_tts.engine.indextts2 import IndexTTS2Engine, expected_cpu_rtf, pick_dtype
-from realtime_tts.model.gpt import SamplingParams
+from realtime_tts.engine.devices import expected_cpu_rtf, pick_dtype
+from realtime_tts.engine.indextts2 import IndexTTS2Engine
+from realtime_tts.model.gpt import CodeOverride, SamplingParams
+from realtime_tts.model.gpt.decode import DecodePool
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
 CKPT = FIX / "checkpoints"
@@ -107,49 +111,58 @@ def test_dtype_choice():
 def test_conditioning_cache_memory_and_disk(tmp_path):
     cache = tmp_path / "cond"
     eng = load(cache_dir=cache)
-    vc = eng._voice(SPEAKER)
-    assert eng.voices.misses == 1 and len(list(cache.glob("*.pt"))) == 1
-    assert eng._voice(SPEAKER) is vc and eng.voices.hits == 1  # memory hit
+    voices = eng.conditioner.voices
+    vc = eng.conditioner.voice(SPEAKER)
+    assert voices.misses == 1 and len(list(cache.glob("*.pt"))) == 1
+    assert eng.conditioner.voice(SPEAKER) is vc and voices.hits == 1  # memory hit
     # a restart: a new engine on the same checkpoint reads the entry from disk, no recomputation
     eng2 = load(cache_dir=cache)
-    eng2.compute_voice = None  # would raise if called
-    vc2 = eng2._voice(SPEAKER)
+    eng2.family.voice_conditioning = None  # would raise if called
+    vc2 = eng2.conditioner.voice(SPEAKER)
     for name in ("feats", "codes", "ref_mel", "style", "prompt", "spk_latents", "spk_emovec"):
         assert torch.equal(getattr(vc, name), getattr(vc2, name)), name
     # the key is the content hash: another hash for the same path is computed afresh
     other = Voice("speaker", SPEAKER.audio_path, "d4" * 32)
-    eng.voices.hits = eng.voices.misses = 0
-    eng._voice(other)
-    assert eng.voices.misses == 1
+    voices.hits = voices.misses = 0
+    eng.conditioner.voice(other)
+    assert voices.misses == 1
     # a different checkpoint (fingerprint) never reads these entries
     assert eng.fingerprint == eng2.fingerprint
     eng3 = IndexTTS2Engine(eng.models, cache_dir=cache, fingerprint="another-model", cfm_steps=CFM_STEPS)
-    eng3._voice(SPEAKER)
-    assert eng3.voices.misses == 1
+    eng3.conditioner.voice(SPEAKER)
+    assert eng3.conditioner.voices.misses == 1
 
 
 # ----------------------------------------------------------------------------- synthesis
 
 
-class CancelAt(CancelToken):
-    """Cancels itself at the n-th check and records how many checks happened."""
-
-    def __init__(self, n: int | None = None):
-        super().__init__()
-        self.n, self.checks = n, 0
-
-    def raise_if_cancelled(self) -> None:
-        self.checks += 1
-        if self.n is not None and self.checks >= self.n:
-            self.cancel()
-        super().raise_if_cancelled()
-
-
 def forced(engine, speed: float = 1.0, codes: int = 8, cancel=None, pieces=None):
+    """``codes`` codes per piece exactly (a CodeOverride on the sampling parameters)."""
     ids = pieces or [engine.text_ids("Hello there.")[0]]
     g = torch.Generator().manual_seed(0)
-    return engine.run(ids, SynthesisOptions(voice=SPEAKER, speed=speed), cancel, generator=g, max_codes=codes,
-                      suppress_stop=True)
+    return engine.synthesize(ids, SynthesisOptions(voice=SPEAKER, speed=speed), cancel or CancelToken(), generator=g,
+                             sampling=replace(engine.sampling, override=CodeOverride(codes)))
+
+
+@pytest.fixture
+def counted(engine, monkeypatch):
+    """Counts GPT decode steps, CFM steps and vocoder passes; ``at[(kind, n)]()`` runs at the n-th."""
+    seen = {"decode": 0, "cfm": 0, "vocoder": 0}
+    at = {}
+
+    def counting(kind, real):
+        def wrapper(*args, **kwargs):
+            seen[kind] += 1
+            if (kind, seen[kind]) in at:
+                at[kind, seen[kind]]()
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(DecodePool, "step", counting("decode", DecodePool.step))
+    s2mel = engine.models.s2mel
+    monkeypatch.setattr(s2mel.cfm, "velocity", counting("cfm", s2mel.cfm.velocity))
+    monkeypatch.setattr(engine.family, "vocoder", counting("vocoder", engine.family.vocoder))
+    return seen, at
 
 
 def test_forced_code_count_and_speed(engine):
@@ -179,22 +192,25 @@ def test_long_text_is_split_like_the_official_front_end(engine):
     assert sum(pieces, []) == whole[0]
 
 
-def test_cancel_between_gpt_steps(engine):
-    full = CancelAt()
-    forced(engine, cancel=full)
-    # text + 8 GPT steps + 1 + CFM steps + 1
-    assert full.checks == 1 + 8 + 1 + CFM_STEPS + 1
-    token = CancelAt(3)  # fires on the 2nd GPT step
+def test_cancel_between_gpt_steps(engine, counted):
+    seen, at = counted
+    forced(engine)
+    assert seen == {"decode": 8, "cfm": CFM_STEPS, "vocoder": 1}  # 8 codes, one decode step each
+    seen.update(decode=0, cfm=0, vocoder=0)
+    token = CancelToken()
+    at["decode", 2] = token.cancel  # the client hangs up during the 2nd GPT step
     with pytest.raises(Cancelled):
         forced(engine, cancel=token)
-    assert token.checks == 3
+    assert seen == {"decode": 2, "cfm": 0, "vocoder": 0}  # that step ends, no other runs
 
 
-def test_cancel_between_cfm_steps(engine):
-    token = CancelAt(1 + 8 + 1 + 2)  # fires on the 2nd CFM step
+def test_cancel_between_cfm_steps(engine, counted):
+    seen, at = counted
+    token = CancelToken()
+    at["cfm", 2] = token.cancel  # during the 2nd CFM step
     with pytest.raises(Cancelled):
         forced(engine, cancel=token)
-    assert token.checks == 1 + 8 + 1 + 2
+    assert seen == {"decode": 8, "cfm": 2, "vocoder": 0}
 
 
 def test_errors_are_clear(engine):
@@ -210,7 +226,8 @@ def test_errors_are_clear(engine):
 
 
 def test_warmup_leaves_caches_and_seed_alone(engine):
-    before = (len(engine.voices), len(engine.emotions))
+    c = engine.conditioner
+    before = (len(c.voices), len(c.emotions))
     engine.warmup()
     assert engine.warmed_up and engine.describe()["warmed_up"]
-    assert (len(engine.voices), len(engine.emotions)) == before
+    assert (len(c.voices), len(c.emotions)) == before

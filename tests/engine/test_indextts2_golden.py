@@ -56,7 +56,7 @@ def options(case: dict) -> SynthesisOptions:
 
 
 def test_speaker_conditioning_matches_official(engine, gold):
-    vc = engine.compute_voice(SPEAKER.audio_path)
+    vc = engine.family.voice_conditioning(SPEAKER.audio_path)
     # w2v-BERT features: transformers 4.52 (official) vs ours differ by ~1e-5
     for ours, name in ((vc.feats, "spk_cond_emb"), (vc.style, "style"), (vc.prompt, "prompt_condition"),
                        (vc.ref_mel, "ref_mel")):
@@ -70,19 +70,19 @@ def test_waveform_matches_official(engine, gold, name):
     case = CASES[name]
     opts = options(case)
     # conditioning first (it consumes no randomness here), then replay the official w2v-BERT draws
-    engine._voice(SPEAKER)
-    engine._emotion_clip(SPEAKER)
-    engine._emotion_clip(EMOTION_CLIP)
+    engine.conditioner.voice(SPEAKER)
+    engine.conditioner.emotion_clip(SPEAKER)
+    engine.conditioner.emotion_clip(EMOTION_CLIP)
     g = torch.Generator().manual_seed(case["seed"])
     torch.rand(case["w2v_calls"] * case["w2v_layers"], generator=g)
     assert engine.text_ids(case["text"]) == [case["tokens"]]
-    out = engine.run(case["text"], opts, CancelToken(), generator=g)
+    out = engine.synthesize(case["text"], opts, CancelToken(), generator=g)
     ref = gold[f"{name}.wav"].numpy()
     assert out.sample_rate == 22050
     assert out.pcm.shape == ref.shape, (out.pcm.shape, ref.shape)
     err = abs(out.pcm - ref).max()
     assert err <= ATOL, f"max abs error {err}"
-    assert set(out.stages) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
+    assert set(out.stages) == {"conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"}
 
 
 def test_public_synthesize_with_engine_seed(gold):

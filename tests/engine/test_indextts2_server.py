@@ -43,7 +43,7 @@ async def test_xiaozhi_speaks_with_indextts2(tmp_path, engine):
             assert np.abs(turn.pcm).max() > 0.01  # speech from the vocoder, not silence
             assert dev.dropped_packets == 0 and dev.bad_frames == 0
             assert not [m for _, m in dev.messages if m.get("type") == "error"]
-        assert engine.voices.misses >= 1  # the voice's conditioning went through the engine cache
+        assert engine.conditioner.voices.misses >= 1  # the voice's conditioning went through the engine cache
 
 
 async def test_agent_stream_speaks_with_indextts2(tmp_path, engine):

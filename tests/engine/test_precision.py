@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from realtime_tts.engine.base import Voice
 from realtime_tts.engine.indextts2 import IndexTTS2Engine
-from realtime_tts.model.s2mel import PromptCondition
+from realtime_tts.model.s2mel import PromptCondition, target_lengths
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
 META = json.loads((FIX / "golden.json").read_text(encoding="utf-8"))
@@ -45,15 +45,16 @@ def reference() -> IndexTTS2Engine:
 def stages(e: IndexTTS2Engine, case: dict, codes: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
     """Teacher-forced GPT pass over the golden codes, then S2M with fixed noise, then BigVGAN."""
     m = e.models
-    vc = e._voice(SPEAKER)
-    emovec = e.emotion_vector(SPEAKER, vc, None)
+    vc = e.conditioner.voice(SPEAKER)
+    emovec = e.conditioner.emotion_vector(SPEAKER, vc, None)
     ids = torch.tensor(case["tokens"])
     latent = m.gpt.latents(vc.spk_latents, emovec, [ids], [codes])  # [1, L, C]
     logits = m.gpt.mel_head(latent).float()  # the code distribution the decoder samples from
     s_infer = m.s2mel.semantic(m.codec.vq2emb(codes[None]).transpose(1, 2), latent.float())
     prompt = PromptCondition(cond=vc.prompt, mel=vc.ref_mel, style=vc.style,
                              lengths=torch.tensor([vc.ref_mel.size(-1)]))
-    mel, _ = m.s2mel.generate(s_infer, torch.tensor([codes.numel()]), prompt, steps=e.cfm_steps,
+    lens = torch.tensor([codes.numel()])
+    mel, _ = m.s2mel.generate(s_infer, lens, prompt, target_lens=target_lengths(lens), steps=e.cfm_steps,
                               cfg_rate=e.cfg_rate, noise=noise)
     return {"logits": logits, "latent": latent.float(), "mel": mel, "wav": m.vocoder(mel.float())[0, 0]}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realtime_tts.model.s2mel import PromptCondition, S2Mel, S2MelConfig
+from realtime_tts.model.s2mel import PromptCondition, S2Mel, S2MelConfig, target_lengths
 from realtime_tts.model.s2mel.length_regulator import nearest_indices
 from realtime_tts.model.s2mel.wavenet import reflect_pad
 
@@ -85,14 +85,17 @@ def test_s2mel_batch_equals_one_by_one(model, speed):
     )
     s_infer = model.semantic(pad_stack([s[0] for s in segments], 1), pad_stack([s[1] for s in segments], 1))
     noise = torch.randn(B, CFG.n_mels, 60)
-    mel, gen_lens = model.generate(s_infer, torch.tensor(code_lens), prompt, speed=speed, noise=noise, steps=6)
+    mel, gen_lens = model.generate(s_infer, torch.tensor(code_lens), prompt,
+                                   target_lens=target_lengths(torch.tensor(code_lens), speed=speed), noise=noise, steps=6)
 
     for i in range(B):
         s_ref, ref_mel, style = voices[i]
         p1 = model.prompt_condition(s_ref, ref_mel, style)
         s1 = model.semantic(*segments[i])
         total = ref_frames[i] + int(gen_lens[i])
-        mel1, g1 = model.generate(s1, torch.tensor([code_lens[i]]), p1, speed=speed, noise=noise[i : i + 1, :, :total], steps=6)
+        mel1, g1 = model.generate(s1, torch.tensor([code_lens[i]]), p1,
+                                  target_lens=target_lengths(torch.tensor([code_lens[i]]), speed=speed),
+                                  noise=noise[i : i + 1, :, :total], steps=6)
         assert g1.item() == gen_lens[i].item()
         n = int(g1)
         err = (mel[i : i + 1, :, :n] - mel1).abs().max().item()
@@ -111,11 +114,14 @@ def test_generator_draws_per_item_in_order(model):
     )
     s_a, s_b = model.semantic(*segments[0]), model.semantic(*segments[1])
     both, lens = model.generate(
-        pad_stack([s_a, s_b], 1), torch.tensor(code_lens[:2]), two, steps=3, generator=torch.Generator().manual_seed(5)
+        pad_stack([s_a, s_b], 1), torch.tensor(code_lens[:2]), two, target_lens=target_lengths(torch.tensor(code_lens[:2])),
+        steps=3, generator=torch.Generator().manual_seed(5)
     )
     gen = torch.Generator().manual_seed(5)
-    a, _ = model.generate(s_a, torch.tensor(code_lens[:1]), p1, steps=3, generator=gen)
-    b, _ = model.generate(s_b, torch.tensor(code_lens[1:2]), p1, steps=3, generator=gen)
+    a, _ = model.generate(s_a, torch.tensor(code_lens[:1]), p1, target_lens=target_lengths(torch.tensor(code_lens[:1])),
+                          steps=3, generator=gen)
+    b, _ = model.generate(s_b, torch.tensor(code_lens[1:2]), p1, target_lens=target_lengths(torch.tensor(code_lens[1:2])),
+                          steps=3, generator=gen)
     assert torch.allclose(both[0:1, :, : a.size(-1)], a, atol=1e-4)
     assert torch.allclose(both[1:2, :, : b.size(-1)], b, atol=1e-4)
 
@@ -125,9 +131,10 @@ def test_bad_batch_inputs(model):
     p1 = model.prompt_condition(*voices[0])
     s1 = model.semantic(*segments[0])
     with pytest.raises(ValueError, match="batch mismatch"):
-        model.generate(s1, torch.tensor([3, 4]), p1)
+        model.generate(s1, torch.tensor([3, 4]), p1, target_lens=target_lengths(torch.tensor([3, 4])))
     with pytest.raises(ValueError, match="noise must be"):
-        model.generate(s1, torch.tensor([code_lens[0]]), p1, noise=torch.zeros(1, CFG.n_mels, 3))
+        model.generate(s1, torch.tensor([code_lens[0]]), p1, target_lens=target_lengths(torch.tensor([code_lens[0]])),
+                       noise=torch.zeros(1, CFG.n_mels, 3))
 
 
 def test_estimator_in_bfloat16_tracks_float32():
@@ -139,9 +146,10 @@ def test_estimator_in_bfloat16_tracks_float32():
     p1 = m.prompt_condition(*voices[0])
     s1 = m.semantic(*segments[0])
     noise = torch.randn(1, CFG.n_mels, 64)
-    ref, _ = m.generate(s1, torch.tensor(code_lens[:1]), p1, noise=noise, steps=4)
+    lens = torch.tensor(code_lens[:1])
+    ref, _ = m.generate(s1, lens, p1, target_lens=target_lengths(lens), noise=noise, steps=4)
     m.cfm.estimator.to(torch.bfloat16)
-    low, _ = m.generate(s1, torch.tensor(code_lens[:1]), p1, noise=noise, steps=4)
+    low, _ = m.generate(s1, lens, p1, target_lens=target_lengths(lens), noise=noise, steps=4)
     assert low.dtype == torch.float32
     err = (low - ref).abs().max().item()
     assert 0 < err < 0.1 * ref.abs().max().item(), err

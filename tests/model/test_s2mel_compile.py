@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from realtime_tts.model.s2mel import S2Mel, S2MelConfig
+from realtime_tts.model.s2mel import S2Mel, S2MelConfig, target_lengths
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "s2mel"
 CFG = S2MelConfig.tiny()
@@ -39,8 +39,8 @@ def test_compiled_estimator_equals_eager():
     for code_lens, ref_frames, seed in (([9], [12], 0), ([10, 6, 13], [14, 9, 20], 1), ([4, 17], [7, 7], 2)):
         s_infer, lens, prompt, noise = _batch(eager, code_lens, ref_frames, seed)
         with torch.inference_mode():
-            ref, ref_lens = eager.generate(s_infer, lens, prompt, noise=noise, steps=3)
-            out, out_lens = compiled.generate(s_infer, lens, prompt, noise=noise, steps=3)
+            ref, ref_lens = eager.generate(s_infer, lens, prompt, target_lens=target_lengths(lens), noise=noise, steps=3)
+            out, out_lens = compiled.generate(s_infer, lens, prompt, target_lens=target_lengths(lens), noise=noise, steps=3)
         assert torch.equal(ref_lens, out_lens)
         err = (out - ref).abs().max().item()
         assert err < 1e-4, (code_lens, err)

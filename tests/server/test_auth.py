@@ -2,6 +2,9 @@
 ``api_key``/``authorization`` query parameters and are refused with a real HTTP 401 at the upgrade."""
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import sys
 import threading
@@ -19,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from http_helpers import client_for, free_port, make_ctx, make_settings  # noqa: E402
 
 from realtime_tts.config import ConfigError  # noqa: E402
-from realtime_tts.server.auth import AuthMiddleware, auth_middleware, load_api_keys  # noqa: E402
+from realtime_tts.server.auth import (AuthMiddleware, auth_middleware, device_token_secret,  # noqa: E402
+                                      issue_device_token, load_api_keys, verify_device_token)
 
 MISSING = {"error": {"message": "missing API key: send 'Authorization: Bearer <key>'",
                      "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
@@ -46,10 +50,10 @@ def test_http_routes_need_a_key(tmp_path):
                              ("GET", "/v1/audio/voices/x"), ("DELETE", "/v1/audio/voices/x")]:
             r = client.request(method, path)
             assert r.status_code == 401, (method, path)
-            assert r.json() == MISSING
+            assert r.json() == (MISSING_QUERY if path == "/tts" else MISSING)
             assert r.headers["www-authenticate"] == "Bearer"
             r = client.request(method, path, headers={"Authorization": "Bearer sk-wrong"})
-            assert (r.status_code, r.json()) == (401, INVALID), (method, path)
+            assert (r.status_code, r.json()) == (401, INVALID_WS if path == "/tts" else INVALID), (method, path)
         ok = client.get("/v1/audio/voices", headers={"Authorization": "Bearer sk-other"})
         assert ok.status_code == 200 and ok.json()["object"] == "list"
         assert client.get("/v1/audio/voices", headers={"Authorization": "bearer sk-good"}).status_code == 200
@@ -87,6 +91,8 @@ def test_websocket_key_sources_and_denial():
         assert resp.json() == (MISSING_WS if url == "/ws" else INVALID_WS)
 
 
+MISSING_QUERY = {"error": {**MISSING["error"], "message": MISSING["error"]["message"]
+                           + " (or the api_key query parameter)"}}
 MISSING_WS = {"error": {**MISSING["error"], "message": MISSING["error"]["message"] + " (or the api_key query parameter)"}}
 INVALID_WS = {"error": {**INVALID["error"], "message": "invalid API key (or the api_key query parameter)"}}
 
@@ -138,3 +144,68 @@ def test_live_uvicorn_refuses_the_upgrade_with_http_401():
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def test_basic_auth_password_and_tts_query_key(tmp_path):
+    """xiaozhi-esp32-server's index_stream provider can configure only its URL: ``?api_key=`` on /tts
+    and ``http://user:KEY@host/tts`` (HTTP Basic, which aiohttp and requests derive from the URL)."""
+    ctx = make_ctx(tmp_path, api_keys=["sk-good"])
+    basic = "Basic " + base64.b64encode(b"anyone:sk-good").decode()
+    with client_for(ctx) as client:
+        assert client.get("/v1/audio/voices", headers={"Authorization": basic}).status_code == 200
+        wrong = "Basic " + base64.b64encode(b"anyone:sk-bad").decode()
+        assert client.get("/v1/audio/voices", headers={"Authorization": wrong}).status_code == 401
+        assert client.get("/v1/audio/voices", headers={"Authorization": "Basic %%%"}).status_code == 401
+        body = {"text": "Hi.", "character": "nobody"}
+        assert client.post("/tts?api_key=sk-good", json=body).status_code == 404  # past auth: unknown voice
+        assert client.post("/tts?api_key=sk-bad", json=body).status_code == 401
+        # Only /tts takes the query key among the HTTP routes.
+        assert client.post("/v1/audio/speech?api_key=sk-good", json={"input": "Hi."}).status_code == 401
+
+
+def test_device_tokens_round_trip_and_bind_to_the_device():
+    secret = "s3cret"
+    token = issue_device_token(secret, "client-1", "aa:bb:cc:dd:ee:ff", now=1_000_000)
+    sig, ts = token.split(".")
+    assert ts == "1000000" and "=" not in sig
+    assert verify_device_token(secret, token, "client-1", "aa:bb:cc:dd:ee:ff", now=1_000_000 + 3600)
+    assert not verify_device_token(secret, token, "client-2", "aa:bb:cc:dd:ee:ff", now=1_000_000)
+    assert not verify_device_token(secret, token, "client-1", "aa:bb:cc:dd:ee:00", now=1_000_000)
+    assert not verify_device_token("other", token, "client-1", "aa:bb:cc:dd:ee:ff", now=1_000_000)
+    assert not verify_device_token(secret, token, "client-1", "aa:bb:cc:dd:ee:ff", now=1_000_000 + 31 * 86400)
+    assert not verify_device_token("", token, "client-1", "aa:bb:cc:dd:ee:ff", now=1_000_000)
+    for bad in ("", "nodot", "sig.notanumber", "."):
+        assert not verify_device_token(secret, bad, "client-1", "aa:bb:cc:dd:ee:ff")
+    # xiaozhi-esp32-server's AuthManager format: urlsafe base64 HMAC-SHA256 of "client|device|ts", unpadded.
+    expected = base64.urlsafe_b64encode(hmac.new(b"s3cret", b"client-1|aa:bb:cc:dd:ee:ff|1000000",
+                                                 hashlib.sha256).digest()).decode().rstrip("=")
+    assert sig == expected
+
+
+def test_device_token_opens_only_the_xiaozhi_socket(tmp_path):
+    settings = make_settings(tmp_path, api_keys=["sk-k"], xiaozhi_auth_key="shared")
+    assert device_token_secret(settings) == "shared"
+    derived = device_token_secret(make_settings(tmp_path, api_keys=["sk-k"]))
+    assert derived and derived != "sk-k" and derived == device_token_secret(make_settings(tmp_path, api_keys=["sk-k"]))
+    assert device_token_secret(make_settings(tmp_path)) == ""  # no keys: no tokens needed
+
+    async def hello(ws):
+        await ws.accept()
+        await ws.send_text("in")
+        await ws.close()
+
+    app = Starlette(routes=[WebSocketRoute("/xiaozhi/v1/", hello), WebSocketRoute("/v1/tts/stream", hello)],
+                    middleware=auth_middleware(settings))
+    client = TestClient(app)
+    token = issue_device_token("shared", "cid", "aa:bb")
+    ids = {"Device-Id": "aa:bb", "Client-Id": "cid"}
+    with client.websocket_connect("/xiaozhi/v1/", headers={**ids, "Authorization": f"Bearer {token}"}) as ws:
+        assert ws.receive_text() == "in"
+    with client.websocket_connect(f"/xiaozhi/v1/?device-id=aa:bb&client-id=cid&authorization=Bearer%20{token}") as ws:
+        assert ws.receive_text() == "in"  # the browser form: identity and token in the query
+    for url, headers in [("/xiaozhi/v1/", {"Device-Id": "other", "Client-Id": "cid", "Authorization": f"Bearer {token}"}),
+                         ("/v1/tts/stream", {**ids, "Authorization": f"Bearer {token}"})]:
+        with pytest.raises(Exception) as info:
+            with client.websocket_connect(url, headers=headers):
+                pass
+        assert info.value.status_code == 401, url

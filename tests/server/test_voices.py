@@ -1,18 +1,17 @@
 """Voice library: uploads in every format, validation errors, persistence across restarts,
-atomic storage, speaker.json import, and the per-voice conditioning LRU."""
+atomic storage and the speaker.json import."""
 
 import hashlib
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from http_helpers import client_for, encode_with_av, error_of, make_ctx, tone_wav  # noqa: E402
 
-from realtime_tts.server.voices import (ConditioningCache, VoiceLibrary, import_speaker_json,  # noqa: E402
+from realtime_tts.server.voices import (VoiceLibrary, import_speaker_json,  # noqa: E402
                                         main as voices_cli)
 
 
@@ -164,16 +163,107 @@ def test_speaker_json_import_joins_clips_and_is_idempotent(tmp_path):
     assert import_speaker_json(lib, spec) == [("jay_klee", "unchanged"), ("narrator", "unchanged")]
 
     spec.write_text(json.dumps({"jay_klee": ["b.wav"]}))
-    with pytest.raises(Exception, match="already exists"):
-        import_speaker_json(lib, spec)
+    assert import_speaker_json(lib, spec) == [
+        ("jay_klee", "skipped: a voice of that name already exists with other audio (use --replace)")]
     assert import_speaker_json(lib, spec, replace=True) == [("jay_klee", "replaced")]
 
-    spec.write_text(json.dumps({"x": "a.wav"}))
+    # A bad entry is skipped with its reason; the good ones still import.
+    spec.write_text(json.dumps({"x": "a.wav", "bad list": [1], "gone": ["missing.wav"], "bad id!": ["a.wav"]}))
+    results = dict(import_speaker_json(lib, spec))
+    assert results["x"] == "added"  # one path as a bare string is accepted
+    assert results["bad list"].startswith("skipped: expected a list of audio paths")
+    assert results["gone"] == (f"skipped: cannot find missing.wav (looked at {assets / 'missing.wav'}, "
+                               f"{tmp_path / 'missing.wav'})")
+    assert results["bad id!"].startswith("skipped: invalid voice id")
+    spec.write_text("[1, 2]")
     with pytest.raises(Exception, match="must map each name to a list"):
         import_speaker_json(lib, spec)
-    spec.write_text(json.dumps({"x": ["missing.wav"]}))
-    with pytest.raises(Exception, match="cannot read"):
+    spec.write_text("{not json")
+    with pytest.raises(Exception, match="is not valid JSON"):
         import_speaker_json(lib, spec)
+
+
+INDEX_TTS_VLLM_SPEAKERS = {  # Ksuriuri/index-tts-vllm @ 5f9d0244, assets/speaker.json, verbatim
+    "jay_klee": ["assets/jay_promptvn.wav", "assets/vo_card_klee_endOfGame_fail_01.wav"],
+}
+
+
+def test_index_tts_vllm_speaker_json_as_shipped(tmp_path, caplog):
+    """Its paths are relative to that project's root, one level above the JSON file."""
+    project = tmp_path / "index-tts-vllm"
+    (project / "assets").mkdir(parents=True)
+    (project / "assets" / "jay_promptvn.wav").write_bytes(tone_wav(3.0, rate=24000))
+    (project / "assets" / "vo_card_klee_endOfGame_fail_01.wav").write_bytes(tone_wav(1.0, rate=24000, freq=300))
+    spec = project / "assets" / "speaker.json"
+    spec.write_text(json.dumps({**INDEX_TTS_VLLM_SPEAKERS, "broken": ["assets/missing.wav"]}, indent=4))
+    with caplog.at_level("INFO"):
+        ctx = make_ctx(tmp_path, speaker_json=str(spec))  # must not raise: the server starts
+    assert ctx.voices.info("jay_klee")["duration"] == pytest.approx(3.0 + 0.2 + 1.0, abs=1e-3)
+    assert "broken" not in ctx.voices
+    skipped = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()]
+    assert len(skipped) == 1 and "skipped voice 'broken': cannot find assets/missing.wav" in skipped[0]
+    with client_for(ctx) as client:
+        assert [v["id"] for v in client.get("/v1/audio/voices").json()["data"]] == ["jay_klee"]
+
+
+def test_an_unreadable_speaker_json_never_stops_the_server(tmp_path, caplog):
+    with caplog.at_level("ERROR"):
+        ctx = make_ctx(tmp_path, speaker_json=str(tmp_path / "nope.json"))
+    assert len(ctx.voices) == 0
+    assert [r.getMessage() for r in caplog.records if "nope.json" in r.getMessage()] == [
+        f"speaker.json: cannot read {tmp_path / 'nope.json'}: No such file or directory; starting without it"]
+    with client_for(ctx) as client:
+        assert client.get("/health").status_code == 200
+
+
+def test_the_same_clip_twice_returns_the_existing_voice(ctx):
+    clip = tone_wav(1.5, freq=220)
+    with client_for(ctx) as client:
+        first = upload(client, clip, name="Alice")
+        assert first.status_code == 201
+        again = upload(client, clip, name="Alice again")  # the page's upload, twice
+        assert again.status_code == 200 and again.json() == first.json()
+        same_id = upload(client, clip, id=first.json()["id"])
+        assert same_id.status_code == 200 and same_id.json()["id"] == first.json()["id"]
+        # Re-encoded to another container, the decoded audio is the same clip.
+        flac = upload(client, encode_with_av(clip, "flac", "flac"), filename="ref.flac")
+        assert flac.status_code == 200 and flac.json()["id"] == first.json()["id"]
+        # An explicit new id is honoured; other audio is a new voice.
+        assert upload(client, clip, id="alias").status_code == 201
+        assert upload(client, tone_wav(1.5, freq=330)).status_code == 201
+        assert len(client.get("/v1/audio/voices").json()["data"]) == 3
+
+
+def test_voices_added_by_the_cli_appear_in_a_running_server(tmp_path, capsys):
+    import time
+
+    ctx = make_ctx(tmp_path)
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(tone_wav(1.0, freq=250))
+    with client_for(ctx) as client:
+        assert client.get("/v1/audio/voices").json()["data"] == []
+        assert voices_cli(["--data-dir", str(ctx.settings.data_dir), "add", str(clip), "--id", "from_cli"]) == 0
+        assert [v["id"] for v in client.get("/v1/audio/voices").json()["data"]] == ["from_cli"]
+        assert client.get("/v1/audio/voices/from_cli").status_code == 200
+        assert voices_cli(["--data-dir", str(ctx.settings.data_dir), "add", str(clip)]) == 0
+        assert capsys.readouterr().err == "this clip is already stored as voice 'from_cli'; nothing added\n"
+        assert voices_cli(["--data-dir", str(ctx.settings.data_dir), "delete", "from_cli"]) == 0
+        deadline = time.monotonic() + 10  # the watcher: no listing needed for synthesis to see it
+        while "from_cli" in ctx.voices and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "from_cli" not in ctx.voices
+
+
+def test_refresh_leaves_another_process_half_written_voice_alone(tmp_path):
+    server = VoiceLibrary(tmp_path)
+    other = VoiceLibrary(tmp_path, sweep=False)
+    clip_only = server.root / "late.0123456789abcdef.wav"
+    clip_only.write_bytes(tone_wav(1.0))  # the other process wrote the clip, not yet its metadata
+    assert server.refresh() is False and clip_only.exists()
+    VoiceLibrary(tmp_path, sweep=False)  # the command line opening the library sweeps nothing either
+    assert clip_only.exists()
+    other.add(tone_wav(1.0, freq=300), voice_id="late")
+    assert server.refresh() is True and "late" in server and server.refresh() is False
 
 
 def test_speaker_json_at_startup_and_cli(tmp_path, capsys):
@@ -193,43 +283,6 @@ def test_speaker_json_at_startup_and_cli(tmp_path, capsys):
     assert voices_cli(["--data-dir", str(data), "delete", "jay_klee"]) == 1
     assert voices_cli(["--data-dir", str(data), "add", str(tmp_path / "speaker.json")]) == 1
     assert "cannot decode audio" in capsys.readouterr().err
-
-
-def test_conditioning_cache_lru_and_disk(tmp_path):
-    computed = []
-
-    def compute(key):
-        def f():
-            computed.append(key)
-            return np.full(3, len(computed), np.float32)
-        return f
-
-    keys = [hashlib.sha256(bytes([i])).hexdigest() for i in range(3)]
-    cache = ConditioningCache(2)
-    cache.get_or_compute(keys[0], compute(keys[0]))
-    cache.get_or_compute(keys[1], compute(keys[1]))
-    cache.get_or_compute(keys[0], compute(keys[0]))  # hit, now most recent
-    cache.get_or_compute(keys[2], compute(keys[2]))  # evicts keys[1]
-    assert computed == keys[:3] and keys[1] not in cache and keys[0] in cache and len(cache) == 2
-    assert (cache.hits, cache.misses) == (1, 3)
-
-    def dump(value, path):
-        np.save(open(path, "wb"), value)
-
-    def load(path):
-        return np.load(path)
-
-    disk = ConditioningCache(1, disk_dir=tmp_path / "cond", dump=dump, load=load, suffix=".npy")
-    disk.put(keys[0], np.arange(4, dtype=np.float32))
-    assert not list((tmp_path / "cond").glob(".tmp-*"))
-    fresh = ConditioningCache(1, disk_dir=tmp_path / "cond", dump=dump, load=load, suffix=".npy")
-    np.testing.assert_array_equal(fresh.get(keys[0]), np.arange(4, dtype=np.float32))  # survives a restart
-    (tmp_path / "cond" / f"{keys[1]}.npy").write_bytes(b"corrupt")
-    assert fresh.get(keys[1]) is None  # unreadable entries are recomputed, not fatal
-    with pytest.raises(ValueError, match="content hashes"):
-        fresh.get("../etc/passwd")
-    with pytest.raises(ValueError, match="go together"):
-        ConditioningCache(2, disk_dir=tmp_path)
 
 
 def test_inline_clips_are_stored_by_hash_and_pruned(tmp_path, monkeypatch):

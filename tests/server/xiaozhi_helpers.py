@@ -52,7 +52,7 @@ def silence_runs_ms(pcm: np.ndarray, *, threshold: float = 0.02, window: int = 1
 
 async def on_server_loop(session, coro_fn):
     """Run ``coro_fn()`` on the server's event loop (the session lives there) and await it here."""
-    loop = session._speaker.get_loop()
+    loop = session.loop
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro_fn(), loop))
 
 

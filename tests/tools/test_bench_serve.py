@@ -148,7 +148,7 @@ def test_tiny_indextts2_checkpoint(capsys):
     assert "12 codes per segment" in result["engine"]
     check_levels(result, [2], 1)
     lv = result["levels"][0]
-    assert set(lv["stages_ms"]) == {"conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"}
+    assert set(lv["stages_ms"]) == {"conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"}
     assert lv["gpt_ms_per_code_est"] > 0
     assert result["config"]["tokens"] == 12 and result["config"]["cfm_steps"] == 2
 

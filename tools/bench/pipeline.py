@@ -16,7 +16,8 @@ for the first time (conditioning included) and for a cached voice. Run it from t
 
 With ``--streams N[,N...]`` or ``--targets`` (or ``realtime-tts bench serve ...``) the serving
 benchmark runs instead: the real server under N concurrent clients (tools/bench/serve.py;
-``realtime-tts bench serve --help``).
+``realtime-tts bench serve --help``). ``realtime-tts bench soak`` runs the soak/abuse harness
+(tools/soak; ``realtime-tts bench soak --help``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("gpt", "gpt_latent", "s2mel", "vocoder")
+STAGES = ("gpt", "gpt_latent", "s2mel", "vocoder")  # gpt: the whole decode, prefill included
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the GPT decode step and the S2M estimator (the warm-up compiles)")
     ap.add_argument("--seed", type=int, default=0)
+    # Handled by run_bench before this parser (the serving benchmark); listed so --help shows them.
+    serving = ap.add_argument_group("serving benchmark (the real server under load; all its options: "
+                                    "realtime-tts bench serve --help)")
+    serving.add_argument("--targets", action="store_true",
+                         help="measure the performance targets (single-stream RTF, idle short-sentence TTFA, "
+                              "most real-time streams) and print them as a Markdown table")
+    serving.add_argument("--streams", metavar="N[,N...]", help="concurrency levels to run, e.g. 1,4,16")
     a = ap.parse_args(argv)
     if a.tokens is None:
         a.tokens = 50 if a.quick else 250
@@ -71,7 +79,7 @@ def random_models(device: torch.device, tiny: bool):
     """Every network at full (or tiny) size with random weights, built directly on ``device``."""
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
-    from realtime_tts.engine.indextts2 import MelParams, Models
+    from realtime_tts.engine.indextts2_load import MelParams, Models
     from realtime_tts.model.bigvgan import BigVGAN, BigVGANConfig
     from realtime_tts.model.campplus import CAMPPlus
     from realtime_tts.model.codec import CodecConfig, SemanticCodec
@@ -135,9 +143,11 @@ def run_bench(argv: list[str] | None = None) -> int:
     if any(x in ("--streams", "--targets") or x.startswith("--streams=") for x in argv):
         return _serving_bench(argv)
     a = parse_args(argv)
-    from realtime_tts.engine.base import SynthesisOptions, Voice
-    from realtime_tts.engine.indextts2 import IndexTTS2Engine, pick_device, pick_dtype, synthetic_voice_wav
-    from realtime_tts.model.gpt import SamplingParams
+    from realtime_tts.engine.base import CancelToken, SynthesisOptions, Voice
+    from realtime_tts.engine.devices import pick_device, pick_dtype
+    from realtime_tts.engine.indextts2 import IndexTTS2Engine
+    from realtime_tts.engine.pipeline import synthetic_voice_wav
+    from realtime_tts.model.gpt import CodeOverride, SamplingParams
 
     device = pick_device(a.device)
     dtype = pick_dtype(device, a.dtype)
@@ -156,8 +166,10 @@ def run_bench(argv: list[str] | None = None) -> int:
     gcfg = engine.models.gpt.cfg
     tokens = min(a.tokens, gcfg.max_mel_tokens)
     text_tokens = min(a.text_tokens, engine.max_segment_tokens)
+    # exactly ``tokens`` codes per segment: the stop code forbidden (a benchmark-only override)
     engine.sampling = SamplingParams(mode=a.decode, num_beams=3 if a.decode == "beam_sample" else 1,
-                                     max_mel_tokens=gcfg.max_mel_tokens, runaway_guard=False)
+                                     max_mel_tokens=gcfg.max_mel_tokens, runaway_guard=False,
+                                     override=CodeOverride(tokens))
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"IndexTTS2 pipeline bench: {source}")
     print(f"device {device}{gpu}, dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}, "
@@ -184,7 +196,8 @@ def run_bench(argv: list[str] | None = None) -> int:
         for i in range(a.segments):
             _sync(device)
             t = time.perf_counter()
-            out = engine.run([ids.tolist()], opts, generator=g, max_codes=tokens, suppress_stop=True)
+            out = engine.synthesize([ids.tolist()], opts, CancelToken(), generator=g)
+            out.stages["gpt"] = out.stages.get("gpt", 0.0) + out.stages.pop("gpt_prefill", 0.0)  # prefill included
             _sync(device)
             rows.append((time.perf_counter() - t, out))
 

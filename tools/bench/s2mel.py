@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from realtime_tts.model.bigvgan import BigVGAN, BigVGANConfig  # noqa: E402
-from realtime_tts.model.s2mel import S2Mel, S2MelConfig  # noqa: E402
+from realtime_tts.model.s2mel import S2Mel, S2MelConfig, target_lengths  # noqa: E402
 
 MEL_FPS = 22050 / 256
 CODE_FPS = 50
@@ -82,7 +82,8 @@ def bench_s2mel(args, device: torch.device) -> list[dict]:
             code_lens = torch.full((args.batch,), n_codes, device=device)
 
             def run(steps: int) -> None:
-                model.generate(s_infer, code_lens, prompt, steps=steps, generator=None)
+                model.generate(s_infer, code_lens, prompt, target_lens=target_lengths(code_lens, cfg.frames_per_code),
+                               steps=steps, generator=None)
 
             if not warm:
                 run(1)  # first-call allocations, kernel selection

@@ -207,43 +207,6 @@ def forced_codes(text: str) -> int:
     return max(10, round(50 * seconds))
 
 
-def _forcing_engine(inner, tokens):
-    """The IndexTTS2 engine with every segment forced to a code count (the stop code suppressed)."""
-    from realtime_tts.engine.base import Engine
-
-    cap = inner.models.gpt.cfg.max_mel_tokens
-
-    class ForcedCodes(Engine):
-        name = inner.name
-        sample_rate = inner.sample_rate
-        needs_voice = inner.needs_voice
-
-        def synthesize(self, text, options, cancel):
-            n = min(cap, tokens if isinstance(tokens, int) else forced_codes(text))
-            return inner.run(text, options, cancel, generator=inner.call_generator(), max_codes=n, suppress_stop=True)
-
-        def synthesize_batch(self, items):
-            counts = [min(cap, tokens if isinstance(tokens, int) else forced_codes(text)) for text, _, _ in items]
-            return inner.run_batch(items, max_codes=counts, suppress_stop=True)
-
-        def open_batch(self, capacity):
-            count = (lambda text: tokens) if isinstance(tokens, int) else forced_codes
-            return inner.open_batch(capacity, max_codes=count, suppress_stop=True)
-
-        def warmup(self):
-            inner.warmup()
-
-        def describe(self):
-            return {**inner.describe(), "forced_codes": tokens if isinstance(tokens, int) else "per text"}
-
-        def close(self):
-            inner.close()
-
-    engine = ForcedCodes()
-    engine.device = inner.device
-    return engine
-
-
 def build_engine(a: argparse.Namespace):
     """(engine, what it is) for the options; the engine is not warmed up yet."""
     if a.engine == "espeak":
@@ -252,7 +215,8 @@ def build_engine(a: argparse.Namespace):
         return EspeakEngine(), "eSpeak NG"
     import torch
 
-    from realtime_tts.engine.indextts2 import IndexTTS2Engine, pick_device, pick_dtype
+    from realtime_tts.engine.devices import pick_device, pick_dtype
+    from realtime_tts.engine.indextts2 import IndexTTS2Engine
 
     device = pick_device(a.device)
     dtype = pick_dtype(device, a.dtype)
@@ -273,8 +237,11 @@ def build_engine(a: argparse.Namespace):
                                  compile=a.compile)
         source = "IndexTTS2, random weights, " + ("tiny" if a.tiny else "full-size") + " configs"
     # per-segment warnings (unknown BPE pieces, code budget reached) would flood the table
-    logging.getLogger("realtime_tts.engine.indextts2").setLevel(logging.ERROR)
+    for name in ("realtime_tts.engine.indextts2", "realtime_tts.engine.runner"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from dataclasses import replace
+
+    from realtime_tts.model.gpt import CodeOverride
 
     engine.sampling = replace(engine.sampling, mode=a.decode, num_beams=3 if a.decode == "beam_sample" else 1)
     tokens = a.tokens
@@ -282,8 +249,10 @@ def build_engine(a: argparse.Namespace):
         tokens = "natural" if a.checkpoints is not None else "auto"
     if tokens == "natural":
         return engine, source + ", natural code counts"
+    # every segment forced to a code count, the stop code forbidden (benchmarks only)
+    engine.sampling = replace(engine.sampling, override=CodeOverride(tokens if isinstance(tokens, int) else forced_codes))
     what = f"{tokens} codes per segment" if isinstance(tokens, int) else "codes forced in proportion to the text"
-    return _forcing_engine(engine, tokens), f"{source}, {what}"
+    return engine, f"{source}, {what}"
 
 
 # --------------------------------------------------------------------------- the server
@@ -560,7 +529,8 @@ async def run_level(n: int, port: int, a: argparse.Namespace, rec: Recorder, eng
     gpt_per_code = None
     if "gpt" in stage_names and audio > 0:
         codes = sum(s["audio_s"] / SECONDS_PER_CODE for s in ok_segments)
-        gpt_per_code = round(1000 * sum(s["stages"].get("gpt", 0.0) for s in ok_segments) / codes, 3)
+        gpt_s = sum(s["stages"].get("gpt", 0.0) + s["stages"].get("gpt_prefill", 0.0) for s in ok_segments)
+        gpt_per_code = round(1000 * gpt_s / codes, 3)  # the whole decode, prefill included
     gpu_mb = None
     if cuda is not None:
         import torch
@@ -589,7 +559,7 @@ async def run_level(n: int, port: int, a: argparse.Namespace, rec: Recorder, eng
     }
 
 
-STAGE_ORDER = ["conditioning", "gpt", "gpt_latent", "s2mel", "vocoder"]
+STAGE_ORDER = ["conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"]
 
 
 def _cuda_device(engine):
@@ -771,7 +741,7 @@ def run_bench(argv: list[str] | None = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # clients/ lives in the source tree
     from realtime_tts.engine.checkpoints import CheckpointError
-    from realtime_tts.engine.indextts2 import synthetic_voice_wav
+    from realtime_tts.engine.pipeline import synthetic_voice_wav
 
     try:
         engine, source = build_engine(a)

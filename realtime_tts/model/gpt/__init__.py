@@ -3,7 +3,7 @@ IndexTTS-2 (:class:`UnifiedVoice`) and IndexTTS-2.5 (:class:`UnifiedVoice25`).""
 
 from .base import CodeGPT
 from .config import CodeGPTConfig, ConformerConfig, GPT25Config, GPTConfig
-from .decode import Generation, SamplingParams, codes_for_speed, generate, remove_long_silence
+from .decode import CodeOverride, Generation, SamplingParams, codes_for_speed, generate, remove_long_silence
 from .gpt2 import KVCache
 from .unified_voice import UnifiedVoice, mel_position
 from .unified_voice25 import UnifiedVoice25
@@ -11,6 +11,7 @@ from .unified_voice25 import UnifiedVoice25
 __all__ = [
     "CodeGPT",
     "CodeGPTConfig",
+    "CodeOverride",
     "ConformerConfig",
     "GPT25Config",
     "GPTConfig",

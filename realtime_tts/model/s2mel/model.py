@@ -44,14 +44,14 @@ def mel_frames_25(semantic_frames: int, duration_factor: float = 1.0) -> int:
 
 
 def target_lengths(code_lens: torch.Tensor, frames_per_code: float = 1.72, speed: float = 1.0) -> torch.Tensor:
-    """Mel frames to generate for ``code_lens`` semantic codes.
+    """IndexTTS2's mel frames to generate for ``code_lens`` semantic codes (50 Hz).
 
     Official: ``(code_lens * 1.72).long()`` (float32 product, truncated). The v2 weights have
-    no native speed control; ``speed`` divides the length (the IndexTTS-2.5 duration-factor
-    idea applied to v2 weights, an extrapolation). speed == 1.0 gives exactly the official length.
+    no native speed control; ``speed`` (> 0, checked where requests enter) divides the length (the
+    IndexTTS-2.5 duration-factor idea applied to v2 weights, an extrapolation). speed == 1.0 gives
+    exactly the official length. The engine's model family calls this once per segment piece and
+    hands the result to ``S2Mel.generate_steps``.
     """
-    if not (math.isfinite(speed) and speed > 0):
-        raise ValueError(f"speed must be a positive finite number, got {speed}")
     n = code_lens.to(torch.float32) * frames_per_code
     if speed != 1.0:
         n = n / speed
@@ -64,7 +64,8 @@ class S2Mel(nn.Module):
     (weight-norm pairs folded at load). IndexTTS-2.5 builds no ``gpt_layer``.
 
     Use: ``prompt_condition`` once per reference voice (cacheable), then per text segment
-    ``semantic(code_emb, latent)`` and ``generate(...)`` -> mel for the vocoder. Runs in float32
+    ``semantic(code_emb, latent)`` and ``generate(...)`` -> mel for the vocoder. How many mel
+    frames a segment gets is the caller's decision (``target_lens``; IndexTTS2: ``target_lengths``). Runs in float32
     like the official code (S2M autocast is off there); the estimator alone may be cast.
     """
 
@@ -132,16 +133,16 @@ class S2Mel(nn.Module):
     @torch.no_grad()
     def generate_steps(
         self,
-        s_infer: torch.Tensor,  # [B, L, semantic_dim] from ``semantic``
-        code_lens: torch.Tensor,  # [B] valid codes per item
+        s_infer: torch.Tensor,  # [B, L, semantic_dim] from ``semantic`` (50 Hz)
+        code_lens: torch.Tensor,  # [B] valid frames of s_infer per item
         prompt: PromptCondition,
-        speed: float = 1.0,
+        *,
+        target_lens: torch.Tensor,  # [B] mel frames to generate per item
         steps: int | None = None,
         cfg_rate: float | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         cancel: CancelHook | None = None,
-        target_lens: torch.Tensor | None = None,
     ) -> Generator[None, None, tuple[torch.Tensor, torch.Tensor]]:
         """Mel for each item's generated part: ([B, n_mels, max(gen_lens)], gen_lens [B]), as the
         return value of a generator that pauses after every CFM step but the last.
@@ -151,26 +152,23 @@ class S2Mel(nn.Module):
         layout; without it each item draws randn([1, n_mels, total_i]) in turn from
         ``generator`` (one item seeded like the official torch.randn call).
 
-        ``code_lens`` counts the valid ``s_infer`` frames; the mel frames to generate are
-        ``target_lengths(code_lens, speed=speed)`` (IndexTTS-2) unless ``target_lens`` [B] gives
-        them (IndexTTS-2.5: ``mel_frames_25``; ``speed`` is then not used).
+        ``code_lens`` counts the valid ``s_infer`` frames; ``target_lens`` the mel frames to
+        generate (IndexTTS-2: ``target_lengths``, IndexTTS-2.5: ``mel_frames_25``).
         """
         cfg = self.cfg
         B = s_infer.size(0)
-        if prompt.cond.size(0) != B or code_lens.shape != (B,):
-            raise ValueError(f"batch mismatch: {B} segments, {prompt.cond.size(0)} prompts, code_lens {tuple(code_lens.shape)}")
+        if prompt.cond.size(0) != B or code_lens.shape != (B,) or target_lens.shape != (B,):
+            raise ValueError(f"batch mismatch: {B} segments, {prompt.cond.size(0)} prompts, code_lens "
+                             f"{tuple(code_lens.shape)}, target_lens {tuple(target_lens.shape)}")
         p_lens = prompt.lengths
         p_list = p_lens.tolist()
         if max(p_list) > min(prompt.cond.size(1), prompt.mel.size(-1)) or min(p_list) < 1:
             raise ValueError(
                 f"prompt lengths {p_list} do not fit cond {tuple(prompt.cond.shape)} / mel {tuple(prompt.mel.shape)}"
             )
-        if target_lens is None:
-            gen_lens = target_lengths(code_lens, cfg.frames_per_code, speed)
-        elif target_lens.shape != (B,) or int(target_lens.min()) < 1:
-            raise ValueError(f"target_lens must be [{B}] positive frame counts, got {target_lens.tolist()}")
-        else:
-            gen_lens = target_lens.to(device=code_lens.device, dtype=torch.long)
+        if int(target_lens.min()) < 1:
+            raise ValueError(f"target_lens must be positive frame counts, got {target_lens.tolist()}")
+        gen_lens = target_lens.to(device=s_infer.device, dtype=torch.long)
         cond = self.length_regulator(s_infer, gen_lens, code_lens)  # [B, Tg, C]
         g_list = gen_lens.tolist()
         totals = p_lens + gen_lens

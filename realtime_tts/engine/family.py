@@ -1,0 +1,153 @@
+"""The model-family seam: what differs between IndexTTS-2 and its successors, one object per family.
+
+The staged pipeline (``pipeline.py``), its scheduler and runner, the S2M solver, the vocoder, the
+conditioning caches and the executor are shared. A ``ModelFamily`` supplies the rest:
+
+* checkpoint layout and detection (``detect``, ``load``, ``weight_files``);
+* the text front end (``text_ids``: normalise, tokenise, split into pieces);
+* conditioning from reference clips (``voice_conditioning``, ``emotion_conditioning``,
+  ``emotion_weights``, ``merge_emotion``) and per segment (``segment_condition``: the GPT
+  conditioning prefix and the S2M prompt);
+* the GPT the decode pool drives (``gpt``: prompt/prefill/decode_step/cfg like ``UnifiedVoice``)
+  and its decoding defaults (``default_sampling``);
+* the render step from semantic codes to S2M input (``s2m_features``) and the mel length
+  (``mel_frames``, the one place it is computed).
+
+IndexTTS-2 (``indextts2.py``): BPE front end, conformer/perceiver speaker latents, features =
+codec embedding of the codes + ``gpt_layer`` of a second (latent) GPT pass, 1.72 frames per code.
+IndexTTS-2.5 fits the same seam: tiktoken front end with a language prefix, the language id for
+its GPT's text embedding (``SegmentCondition.extra``, handed to the GPT's ``prompt`` by
+``gpt_texts``: the decode pool passes text inputs through unread), CAMPPlus-projected conditioning,
+features = its codec's decode of the 25 Hz codes to 50 Hz (no latent pass), ``int(2 L 1.72
+duration)`` frames, an S2M prompt from normalised w2v-BERT features. See docs/architecture.md, "Adding a model family".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from realtime_tts.model.gpt import SamplingParams
+
+
+@dataclass
+class SegmentCondition:
+    """Everything a segment's passes need from its voice and emotion (computed once per segment)."""
+
+    voice: Any  # the family's per-voice conditioning (cached by clip content)
+    emovec: torch.Tensor  # [1, C] the segment's emotion vector
+    gpt: torch.Tensor  # [1, n, C] the GPT conditioning prefix the decode pool prefills
+    prompt: torch.Tensor  # [1, Tp, content_dim] S2M prompt condition
+    ref_mel: torch.Tensor  # [1, n_mels, Tp] reference mel (the S2M prompt frames)
+    style: torch.Tensor  # [1, style_dim] CAMPPlus speaker style
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific inputs (e.g. a language id)
+
+    @property
+    def prompt_frames(self) -> int:
+        return self.ref_mel.size(-1)
+
+
+class ModelFamily(ABC):
+    """One model family's loaded networks and what is specific to it (see the module doc)."""
+
+    name: ClassVar[str]
+    sample_rate: ClassVar[int]
+    features_stage: ClassVar[str]  # stage name of ``s2m_features`` in the timings
+    cache_kinds: ClassVar[tuple[type, ...]]  # the dataclasses the conditioning cache stores
+    languages: ClassVar[tuple[str, ...]]  # language codes (ISO 639 primary subtags) its front end speaks
+
+    gpt: Any  # the autoregressive model the decode pool drives
+    s2mel: Any  # realtime_tts.model.s2mel.S2Mel
+    vocoder: Any  # realtime_tts.model.bigvgan.BigVGAN
+    device: torch.device
+    dtype: torch.dtype
+
+    # ---- checkpoint layout and detection ----------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, path: Path) -> bool:
+        """Whether ``path`` holds a checkpoint of this family (without loading it)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "ModelFamily":
+        """Build and strictly load every network; errors name the file and key."""
+
+    @abstractmethod
+    def weight_files(self) -> list[Path]:
+        """The files whose identity keys the conditioning cache (empty: built in memory)."""
+
+    # ---- text front end ----------------------------------------------------------------
+
+    @abstractmethod
+    def text_ids(self, text: str, max_tokens: int, language: str | None = None) -> list[list[int]]:
+        """Token ids of ``text`` in pieces of at most ``max_tokens`` (the official split);
+        ``language`` is the request's hint (None: detect)."""
+
+    # ---- conditioning ------------------------------------------------------------------
+
+    @abstractmethod
+    def voice_conditioning(self, src) -> Any:
+        """Per-voice conditioning of a speaker clip (a path, bytes or a file object)."""
+
+    @abstractmethod
+    def emotion_conditioning(self, src) -> Any:
+        """Conditioning of a clip used as an emotion reference (has ``emovec`` [1, C])."""
+
+    @property
+    def emotion_sources(self) -> tuple[str, ...]:
+        """The ``Emotion`` drivers this family follows ("vector", "reference", "text")."""
+        return ("vector", "reference")
+
+    @abstractmethod
+    def emotion_weights(self, text: str) -> list[float]:
+        """8 emotion weights for a free-text description; EngineError when unsupported."""
+
+    @abstractmethod
+    def merge_emotion(self, voice: Any, emovec: torch.Tensor, alpha: float,
+                      weights: Sequence[float] | None) -> torch.Tensor:
+        """The segment's [1, C] emotion vector from the voice, an emotion clip's vector, the
+        clip's weight ``alpha`` and optional 8 emotion weights."""
+
+    @abstractmethod
+    def segment_condition(self, voice: Any, emovec: torch.Tensor, language: str | None = None) -> SegmentCondition:
+        """What every pass of one segment needs (GPT prefix, S2M prompt)."""
+
+    def gpt_texts(self, conds: Sequence[SegmentCondition], ids: Sequence[torch.Tensor]) -> Sequence[Any]:
+        """The text inputs of the GPT's ``prompt`` for these pieces (the decode pool passes them
+        through): the token ids, unless the family's GPT needs more (IndexTTS-2.5: the language)."""
+        return ids
+
+    # ---- decoding and rendering ----------------------------------------------------------
+
+    @abstractmethod
+    def default_sampling(self) -> SamplingParams:
+        """The official decoding configuration."""
+
+    @property
+    @abstractmethod
+    def codebook_size(self) -> int:
+        """Codes the render step accepts: ``0 .. codebook_size - 1``."""
+
+    @abstractmethod
+    def mel_frames(self, codes: int, speed: float) -> int:
+        """Mel frames S2M generates for ``codes`` semantic codes at ``speed``."""
+
+    @abstractmethod
+    def s2m_features(self, conds: Sequence[SegmentCondition], ids: Sequence[torch.Tensor],
+                     codes: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Semantic codes to S2M input: ([R, L, W] features, [R] valid lengths)."""
+
+    def describe(self) -> dict:
+        """Facts for /health (merged into the engine's)."""
+        return {}
+
+    def warmup_ids(self) -> list[int]:
+        """Token ids of a short text for the warm-up run."""
+        return self.text_ids("Hello.", 120)[0]

@@ -1,0 +1,477 @@
+"""One ordered speech stream: text in, encoded audio out, the same for every endpoint.
+
+A ``SpeechStream`` is one turn of speech: a xiaozhi turn, an agent-stream context, the body of
+one HTTP speech request. It owns everything between the text and the bytes on the wire:
+
+* the ``IncrementalSplitter`` (text arrives in pieces: ``push``, ``flush``, ``end``);
+* submission to the executor, in text order, under the connection's owner and priority;
+* the auto-flush timer (``flush_after_s``) and the idle end timer (``end_after_s``);
+* the encoder (``SpeechEncoder`` frames or a ``ContainerEncoder`` body), created on the first
+  audio, driven on the shared ``CodecPool`` (never on the event loop) and closed at once when
+  the stream ends or is closed;
+* the silence between segments (the encoder's);
+* backpressure, below; cancellation (``cancel``: every job of the stream, queued or running).
+
+The owner reads events in order with ``await stream.next()`` (or ``async for``): ``Sentence``
+(one segment's encoded audio), ``Marker`` (something the owner queued in the text order with
+``mark``), ``Failure`` (a segment the engine could not make, or synthesis refused) and, once
+the text has ended and everything before it was read, ``Tail`` (the encoder's last bytes).
+
+Backpressure. At most ``SUBMIT_AHEAD`` segments of a stream are queued or running and not yet
+read by its owner, and no new segment starts while ``max_lead_s`` seconds of the stream's
+audio have been read and not yet consumed by the client. What "consumed" means is the
+owner's to say with ``acknowledge(seconds)``: the xiaozhi pacer's virtual play-out clock, the
+frames an agent socket accepted; with ``ack_on_read`` (HTTP bodies) reading the next event
+acknowledges everything before it, because the response only asks for more once the transport
+took the last piece. A client that stops reading therefore stops synthesis within one lead.
+
+Refusals. When the executor refuses a segment (``ExecutorBusy``, ``ExecutorClosed``), the
+stream fails as a whole: its jobs are cancelled, ``push``/``flush``/``end`` raise the refusal
+if it happened in that call, and otherwise the next event is a ``Failure`` carrying it.
+
+Release. ``close()`` cancels what is left and frees the encoder at once, or, when one of the
+stream's codec calls is still running on the pool, the moment that call returns; ``aclose()``
+also waits for that. The owner calls one of them when the turn, context or request ends
+(the stream counts itself on ``rtts_live_speech_streams``, its encoder on
+``rtts_live_encoders``). Nothing is left to the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from ..engine.base import Cancelled, EngineError, SynthesisOptions
+from ..engine.executor import REALTIME, ExecutorBusy, ExecutorClosed, SynthesisJob
+from ..text.segment import IncrementalSplitter, has_content
+
+log = logging.getLogger(__name__)
+
+SUBMIT_AHEAD = 4  # segments queued or running per stream: enough to keep a batch fed, bounded memory
+
+
+class Encoder(Protocol):
+    """``audio/stream.py``'s ``SpeechEncoder`` and ``ContainerEncoder``."""
+
+    input_rate: int
+    output_seconds: float
+
+    def segment(self, pcm) -> Any: ...
+
+    def finish(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+EncoderFactory = Callable[[int], Encoder]  # engine sample rate -> a new encoder (runs on the pool)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One segment's encoded audio (frames or container bytes), its silence included."""
+
+    index: int
+    text: str
+    data: Any
+    seconds: float  # encoded audio time of ``data``
+    duration: float  # the engine's audio for this sentence alone
+    offset: float  # where this sentence starts in the stream's audio (durations + silences before it)
+
+
+@dataclass(frozen=True)
+class Marker:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Segment ``index`` is lost: the engine failed on it (the stream goes on), the server
+    cancelled it, or the executor refused it (``ExecutorBusy``/``ExecutorClosed``: the stream is over)."""
+
+    index: int
+    text: str
+    error: BaseException
+
+    @property
+    def refused(self) -> bool:
+        return isinstance(self.error, (ExecutorBusy, ExecutorClosed))
+
+
+@dataclass(frozen=True)
+class Tail:
+    data: Any
+    seconds: float
+
+
+Event = Sentence | Marker | Failure | Tail
+
+
+@dataclass(eq=False)
+class _Segment:
+    index: int
+    text: str
+    job: SynthesisJob | None = None
+
+
+@dataclass(eq=False)
+class _Mark:
+    value: Any
+
+
+class SpeechStream:
+    """See the module docstring. Call every method on the server's event loop."""
+
+    def __init__(self, ctx, options: SynthesisOptions, *, owner: str, encoder: EncoderFactory,
+                 priority: int = REALTIME, flush_after_s: float | None = None, end_after_s: float | None = None,
+                 ack_on_read: bool = False, max_lead_s: float | None = None, paused: bool = False,
+                 max_segment_chars: int | None = None) -> None:
+        settings = ctx.settings
+        self.options = options
+        self.owner = owner
+        self.priority = priority
+        self.segments: list[str] = []  # every segment cut so far, in order
+        self.chars = 0
+        self._executor = ctx.executor
+        self._metrics = ctx.metrics
+        self._codec = StreamCodec(ctx.codec, ctx.metrics, encoder)
+        self._silence_s = settings.silence_ms / 1000
+        self._max_lead_s = settings.max_lead_s if max_lead_s is None else max_lead_s
+        self._ack_on_read = ack_on_read
+        self._splitter = IncrementalSplitter(max_segment_chars or settings.max_segment_chars,
+                                             settings.first_clause_min_chars)
+        self._items: collections.deque[_Segment | _Mark] = collections.deque()  # not yet read, in order
+        self._unsubmitted: collections.deque[_Segment] = collections.deque()
+        self._ahead = 0  # submitted and not yet read
+        self._read_s = 0.0  # encoded audio handed to the owner
+        self._consumed_s = 0.0  # of which the client has consumed
+        self._offset_s = 0.0
+        self._refusal: Failure | None = None
+        self._wakeup = asyncio.Event()
+        self._flush_after_s = flush_after_s
+        self._end_after_s = end_after_s
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._end_timer: asyncio.TimerHandle | None = None
+        self.paused = paused  # cuts text but submits nothing until ``resume`` (a turn queued behind another)
+        self.ended = False  # no more text
+        self.cancelled = False
+        self.finished = False  # the tail was read: nothing more will come
+        self._closed = False
+        self._metrics.speech_streams.inc()
+
+    # --- text in ------------------------------------------------------------------------------
+    @property
+    def open(self) -> bool:
+        return not (self.ended or self.cancelled or self._closed)
+
+    @property
+    def pending_text(self) -> str:
+        return self._splitter.pending
+
+    def push(self, text: str) -> list[str]:
+        """Add text; returns the segments cut now. Raises a refusal that happened in this call."""
+        self._require_open("push")
+        self.chars += len(text)
+        cut = self._add(self._splitter.push(text))
+        self._arm_timers()
+        return self._submit_or_raise(cut)
+
+    def flush(self) -> list[str]:
+        """Cut whatever text is waiting for a sentence end."""
+        if not self.open:
+            return []
+        self._cancel_timer("_flush_timer")
+        return self._submit_or_raise(self._add(self._splitter.flush()))
+
+    def mark(self, value: Any) -> None:
+        """Queue ``value`` in the text order: ``next()`` returns it after the audio of every
+        segment cut before it."""
+        if self.open:
+            self._items.append(_Mark(value))
+            self._wakeup.set()
+
+    def end(self) -> list[str]:
+        """No more text: the last segments are cut, and the tail follows their audio."""
+        if not self.open:
+            return []
+        self._cancel_timer("_flush_timer")
+        self._cancel_timer("_end_timer")
+        cut = self._add(self._splitter.end())
+        self.ended = True
+        self._wakeup.set()
+        return self._submit_or_raise(cut)
+
+    def cancel(self) -> None:
+        """Drop all text and audio not yet read; cancel every job of this stream (idempotent)."""
+        if self.cancelled or self.finished:
+            return
+        self.cancelled = True
+        self._drop()
+
+    def _drop(self) -> None:
+        self._cancel_timer("_flush_timer")
+        self._cancel_timer("_end_timer")
+        for item in reversed(self._items):  # queued ones first: the worker must not start them
+            if isinstance(item, _Segment) and item.job is not None:
+                item.job.cancel()
+        self._items.clear()
+        self._unsubmitted.clear()
+        self._wakeup.set()
+
+    def resume(self) -> None:
+        """Start synthesis of a stream created ``paused``."""
+        if self.paused:
+            self.paused = False
+            self._pump()
+
+    # --- audio out -------------------------------------------------------------------------------
+    def acknowledge(self, seconds: float) -> None:
+        """The client has consumed ``seconds`` of this stream's audio in all (monotonic)."""
+        if seconds > self._consumed_s:
+            self._consumed_s = seconds
+            self._pump()
+
+    @property
+    def waiting_for_text(self) -> bool:
+        """Everything cut so far was read: nothing more until the client sends text (or ends)."""
+        return self.open and not self._items and self._refusal is None
+
+    @property
+    def lead_s(self) -> float:
+        """Audio read by the owner and not yet consumed by the client."""
+        return max(0.0, self._read_s - self._consumed_s)
+
+    @property
+    def jobs_ahead(self) -> int:
+        return self._ahead
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self.next()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def next(self) -> Event | None:
+        """The next event in order; None once the stream is over (tail read, cancelled or closed)."""
+        if self._ack_on_read:
+            self.acknowledge(self._read_s)
+        while True:
+            if self.cancelled or self._closed or self.finished:
+                return None
+            if self._refusal is not None:
+                failure, self._refusal = self._refusal, None
+                self.finished = True
+                return failure
+            if not self._items:
+                if self.ended:
+                    return await self._tail()
+                await self._wait()
+                continue
+            item = self._items[0]
+            if isinstance(item, _Mark):
+                self._items.popleft()
+                return Marker(item.value)
+            if item.job is None:  # held back by the lead (or paused): wait for the client
+                self._pump()
+                if item.job is None and self._refusal is None:
+                    await self._wait()
+                continue
+            event = await self._read(item)
+            if event is not None:
+                return event
+
+    def close(self) -> None:
+        """Cancel what is left and free the encoder (idempotent). If a codec call of this stream
+        is still running on the pool, the encoder is freed the moment that call returns."""
+        if self._closed:
+            return
+        self.cancel()
+        self._closed = True
+        self._metrics.speech_streams.dec()
+        self._wakeup.set()
+        self._codec.close()
+
+    async def aclose(self) -> None:
+        """``close``, then wait until the encoder is actually freed (safe under cancellation)."""
+        self.close()
+        await self._codec.closed()
+
+    # --- internals --------------------------------------------------------------------------------
+    def _require_open(self, action: str) -> None:
+        if not self.open:
+            raise RuntimeError(f"{action}() on a speech stream that has ended")
+
+    def _add(self, texts: list[str]) -> list[str]:
+        for text in texts:
+            seg = _Segment(len(self.segments), text)
+            self.segments.append(text)
+            self._items.append(seg)
+            self._unsubmitted.append(seg)
+        if texts:
+            self._wakeup.set()
+        return texts
+
+    def _submit_or_raise(self, cut: list[str]) -> list[str]:
+        self._pump()
+        if self._refusal is not None:
+            raise self._refusal.error
+        return cut
+
+    def _pump(self) -> None:
+        """Submit the next segments while the window and the lead allow."""
+        while (self._unsubmitted and not (self.cancelled or self.paused) and self._ahead < SUBMIT_AHEAD
+               and self.lead_s < self._max_lead_s):
+            seg = self._unsubmitted[0]
+            try:
+                seg.job = self._executor.submit(seg.text, self.options, owner=self.owner, priority=self.priority)
+            except (ExecutorBusy, ExecutorClosed) as e:
+                # Refused: the stream is over. Its other jobs go too, and the owner reads why.
+                self._refusal = Failure(seg.index, seg.text, e)
+                self.ended = True
+                self._drop()
+                return
+            self._unsubmitted.popleft()
+            self._ahead += 1
+            self._wakeup.set()
+
+    async def _wait(self) -> None:
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
+    async def _read(self, seg: _Segment) -> Event | None:
+        """Await ``seg``'s audio and encode it; None when the stream was cancelled meanwhile."""
+        try:
+            audio = await seg.job.result()
+        except Cancelled as e:
+            if self.cancelled or self._closed:
+                return None
+            return self._lost(seg, e)  # cancelled by the server (shutting down), not by us
+        except Exception as e:  # the engine failed on this segment only
+            return self._lost(seg, e)
+        if self.cancelled or self._closed:
+            return None
+        try:
+            encoded = await self._codec.encode(audio.pcm, audio.sample_rate)
+        except (ValueError, EngineError) as e:  # unusable engine output (NaN, rate): this segment only
+            return self._lost(seg, e if isinstance(e, EngineError) else EngineError(f"unusable audio: {e}"))
+        if encoded is None or self.cancelled or self._closed:
+            return None
+        data, seconds = encoded
+        self._items.popleft()
+        self._ahead -= 1
+        self._read_s += seconds
+        offset, self._offset_s = self._offset_s, self._offset_s + audio.duration + self._silence_s
+        self._pump()
+        return Sentence(seg.index, seg.text, data, seconds, audio.duration, offset)
+
+    def _lost(self, seg: _Segment, error: BaseException) -> Failure:
+        self._items.popleft()
+        self._ahead -= 1
+        self._pump()
+        return Failure(seg.index, seg.text, error)
+
+    async def _tail(self) -> Event | None:
+        self.finished = True
+        data, seconds = await self._codec.finish()
+        self._read_s += seconds
+        return Tail(data, seconds)
+
+    def _arm_timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._cancel_timer("_flush_timer")
+        if self._flush_after_s and has_content(self._splitter.pending):
+            self._flush_timer = loop.call_later(self._flush_after_s, self._timed, self.flush)
+        self._cancel_timer("_end_timer")
+        if self._end_after_s:
+            self._end_timer = loop.call_later(self._end_after_s, self._timed, self.end)
+
+    def _timed(self, action: Callable[[], list[str]]) -> None:
+        try:
+            action()
+        except (ExecutorBusy, ExecutorClosed):
+            pass  # recorded: the owner reads it as a Failure
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, name, None)
+
+
+class StreamCodec:
+    """One stream's encoder on the shared codec pool: created on the first audio, driven one call
+    at a time, freed with the tail or on ``close`` at once, or, when a call is still running on
+    the pool, the moment it returns. Never by the garbage collector. Counted on
+    ``rtts_live_encoders`` while it lives."""
+
+    def __init__(self, pool, metrics, factory: EncoderFactory) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._factory = factory
+        self._encoder: Encoder | None = None
+        self._call: concurrent.futures.Future | None = None
+        self._closed = False
+
+    async def encode(self, pcm, rate: int) -> tuple[Any, float] | None:
+        """(encoded data, its seconds); None if the codec was closed meanwhile. ``ValueError`` for
+        unusable PCM, ``EngineError`` for a sample rate other than the first segment's."""
+        if self._encoder is None:
+            await self._run(self._create, rate)
+        encoder = self._encoder
+        if encoder is None or self._closed:
+            return None
+        if rate != encoder.input_rate:
+            raise EngineError(f"engine returned {rate} Hz audio, expected {encoder.input_rate}")
+        before = encoder.output_seconds
+        data = await self._run(encoder.segment, pcm)
+        return data, encoder.output_seconds - before
+
+    async def finish(self) -> tuple[Any, float]:
+        """The encoder's last bytes (None if nothing was ever encoded); the encoder is freed."""
+        if self._encoder is None or self._closed:
+            return None, 0.0
+        return await self._run(self._finish)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._call is not None and not self._call.done():
+            self._call.add_done_callback(lambda _call: self._free())
+        else:
+            self._free()
+
+    async def closed(self) -> None:
+        """Wait until a call still running on the pool has returned (and the encoder is freed)."""
+        if self._call is not None and not self._call.done():
+            await asyncio.shield(asyncio.wrap_future(self._call))
+
+    async def _run(self, fn, *args):
+        self._call = self._pool.submit(fn, *args)
+        return await asyncio.wrap_future(self._call)
+
+    # On the pool thread (one call at a time per stream), or on the loop when no call runs.
+    def _create(self, rate: int) -> None:
+        self._encoder = self._factory(rate)
+        self._metrics.encoders.inc()
+
+    def _finish(self) -> tuple[Any, float]:
+        encoder = self._encoder
+        before = encoder.output_seconds
+        data = encoder.finish()
+        seconds = encoder.output_seconds - before
+        self._free()  # the tail is out: freed now, not when the owner gets round to closing
+        return data, seconds
+
+    def _free(self) -> None:
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            try:
+                encoder.close()  # drops native references only: cheap, no codec work
+            except Exception:
+                log.exception("closing an audio encoder failed")
+            self._metrics.encoders.dec()

@@ -1,0 +1,1 @@
+"""The soak/abuse harness: ``realtime-tts bench soak`` (see main.py)."""

@@ -51,6 +51,20 @@ def fingerprint(files: Sequence[Path], extra: str) -> str:
     return h.hexdigest()
 
 
+def auto_dir(checkpoints: Path) -> Path | None:
+    """``<checkpoints>/.cache/conditioning`` when it can be created and written, else None (the
+    cache then stays in memory; the reason is logged)."""
+    cache_dir = checkpoints / ".cache" / "conditioning"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_dir, os.W_OK):
+            raise OSError("not writable")
+    except OSError as e:
+        log.warning("conditioning cache at %s unavailable (%s); keeping it in memory only", cache_dir, e)
+        return None
+    return cache_dir
+
+
 def dumper(kinds: Sequence[type]) -> Callable[[Any, Path], None]:
     """``dump(value, path)`` for ``ConditioningCache``: a dataclass of one of ``kinds`` as plain CPU
     tensors (torch.save, loadable with weights_only); its kind is stored as its index in ``kinds``."""

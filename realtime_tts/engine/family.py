@@ -52,6 +52,18 @@ class SegmentCondition:
         return self.ref_mel.size(-1)
 
 
+def blend_emotion(base: torch.Tensor, emovec: torch.Tensor, alpha: float, weights: Sequence[float] | None,
+                  matrix: Any, style: torch.Tensor) -> torch.Tensor:
+    """The official emotion merge both families share: the speaker's own [1, C] vector ``base``
+    moved by ``alpha`` towards an emotion clip's ``emovec``; with 8 emotion ``weights`` (a vector or
+    the Qwen answer, already scaled by alpha) mixed further through the emotion ``matrix``
+    (``EmotionMatrix.final_emotion_vector``, fp32) by the speaker ``style``."""
+    merged = base + alpha * (emovec - base)
+    if weights is None:
+        return merged
+    return matrix.final_emotion_vector(weights, style, merged.float()).to(base.dtype)
+
+
 class ModelFamily(ABC):
     """One model family's loaded networks and what is specific to it (see the module doc)."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from realtime_tts.model.gpt import SamplingParams, generate
+from realtime_tts.model.gpt import LangText, SamplingParams, generate
 from realtime_tts.model.indextts25 import (codec_config, gpt_config, load_codec, load_gpt, load_s2mel, load_vocoder,
                                            read_config, s2mel_config)
 from realtime_tts.model.s2mel import mel_frames_25
@@ -149,10 +149,14 @@ def test_greedy_batch_with_different_padding(gpt, cond, g, m):
 
 def test_language_is_required_and_checked(gpt, cond, m):
     ids, _ = case_ids(m, "en")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="needs each text's language"):
         gpt.prompt(cond, [ids])
     with pytest.raises(ValueError, match="language index"):
         gpt.prompt(cond, [ids], [gpt.cfg.languages])
+    with pytest.raises(ValueError, match="language index"):
+        gpt.prompt(cond, [LangText(ids, -1)])
+    a, b = gpt.prompt(cond, [LangText(ids, 1)]), gpt.prompt(cond, [ids], [1])  # the two spellings agree
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="1 texts but 2 languages"):
         gpt.prompt(cond, [ids], [0, 1])
 

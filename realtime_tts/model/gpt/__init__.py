@@ -6,7 +6,7 @@ from .config import CodeGPTConfig, ConformerConfig, GPT25Config, GPTConfig
 from .decode import CodeOverride, Generation, SamplingParams, codes_for_speed, generate, remove_long_silence
 from .gpt2 import KVCache
 from .unified_voice import UnifiedVoice, mel_position
-from .unified_voice25 import UnifiedVoice25
+from .unified_voice25 import LangText, UnifiedVoice25
 
 __all__ = [
     "CodeGPT",
@@ -17,6 +17,7 @@ __all__ = [
     "GPTConfig",
     "Generation",
     "KVCache",
+    "LangText",
     "SamplingParams",
     "UnifiedVoice",
     "UnifiedVoice25",

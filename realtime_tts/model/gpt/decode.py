@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import CodeGPT, mel_position
+from .unified_voice25 import LangText
 
 Mode = Literal["beam_sample", "sample", "greedy"]
 
@@ -330,14 +331,13 @@ class DecodePool:
 
     def admit(self, cond: torch.Tensor, texts: Sequence[torch.Tensor], budgets: Sequence[int],
               generators: Sequence[torch.Generator | None], tags: Sequence[object] | None = None,
-              forbid: Sequence[Sequence[int]] | None = None,
-              langs: Sequence[int] | None = None) -> list[DecodeRequest]:
+              forbid: Sequence[Sequence[int]] | None = None) -> list[DecodeRequest]:
         """Prefill requests (one batched prefill) into free blocks.
 
         cond [B, K, C] or [1, K, C] (K = ``model.cfg.cond_len``); texts: B token-id tensors;
-        budgets: B code budgets; forbid: per request, codes it may never choose; langs: per
-        request language row (IndexTTS-2.5 GPTs only, which need it). Rows grow to fit the
-        longest request.
+        texts: B text inputs of ``model.prompt``, passed through unread (token-id tensors; for
+        IndexTTS-2.5 ``LangText`` pairs); budgets: B code budgets; forbid: per request, codes it
+        may never choose. Rows grow to fit the longest request.
         Raises ``PoolFull`` when fewer than B blocks are free and ``ValueError`` when a request is
         out of bounds (nothing is admitted then)."""
         b = len(texts)
@@ -347,7 +347,7 @@ class DecodePool:
             raise ValueError(f"admit needs as many budgets, generators, tags and forbid lists as texts ({b})")
         if b > len(self.free):
             raise PoolFull(f"{b} requests for {len(self.free)} free blocks of {self.capacity}")
-        emb, lengths = self.model.prompt(cond, texts) if langs is None else self.model.prompt(cond, texts, langs)
+        emb, lengths = self.model.prompt(cond, texts)
         lengths_l = lengths.tolist()
         for budget, n in zip(budgets, lengths_l):
             if not 1 <= budget <= self.max_codes:
@@ -554,8 +554,11 @@ def generate(model: CodeGPT, cond: torch.Tensor, texts: Sequence[torch.Tensor],
         raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {model.cfg.max_mel_tokens}")
     prompt = cond.size(1) + 3 + max(int(torch.as_tensor(t).numel()) for t in texts)  # [cond | 0 text 1 | start]
     pool = DecodePool(model, params, capacity=b, max_len=prompt + longest, max_codes=longest)
-    extra = {} if langs is None else {"langs": langs}  # IndexTTS-2 calls keep their old shape
-    requests = pool.admit(cond, texts, budgets, gens, forbid=[forbid] * b, **extra)
+    if langs is not None:  # the IndexTTS-2.5 GPT's text inputs carry their language
+        if len(langs) != b:
+            raise ValueError(f"{b} texts but {len(langs)} languages")
+        texts = [LangText(torch.as_tensor(t), int(lang)) for t, lang in zip(texts, langs)]
+    requests = pool.admit(cond, texts, budgets, gens, forbid=[forbid] * b)
     while len(pool):
         if cancel is not None:
             cancel.raise_if_cancelled()

@@ -21,12 +21,21 @@ left out here, and the golden tests check the logits against the padded official
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .base import CodeGPT
 from .config import GPT25Config
+
+
+class LangText(NamedTuple):
+    """One text input of the 2.5 GPT: token ids and the language row added to their embeddings
+    (what a decode pool hands to ``prompt`` unread)."""
+
+    ids: torch.Tensor  # [n] text token ids
+    lang: int  # official language index: en 0, zh 1, es 3, ja 7, ar 13, unknown 105
 
 
 class UnifiedVoice25(CodeGPT):
@@ -44,20 +53,24 @@ class UnifiedVoice25(CodeGPT):
         zeros = spk.new_zeros(spk.size(0), 2, spk.size(1))
         return torch.cat([spk.unsqueeze(1), zeros], dim=1)
 
-    def prompt(self, cond: torch.Tensor, texts: Sequence[torch.Tensor],
-               langs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt(self, cond: torch.Tensor, texts: Sequence[torch.Tensor | LangText],
+               langs: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Generation prompt rows [cond | (0 text 1) + lang | start_mel], right-padded with zeros.
 
-        cond [B, 3, C] (or [1, 3, C], shared); ``langs``: one language row per text (the official
-        tokenizer's language index: en 0, zh 1, es 3, ja 7, ar 13, unknown 105)
+        cond [B, 3, C] (or [1, 3, C], shared); ``texts``: ``LangText`` items, or token-id tensors
+        with ``langs``, one language row per text (the official tokenizer's language index)
         -> (emb [B, P, C], lengths [B]).
         """
-        if len(langs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(langs)} languages")
+        if langs is not None:
+            if len(langs) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(langs)} languages")
+            texts = [LangText(t, int(lang)) for t, lang in zip(texts, langs)]
+        if not all(isinstance(t, LangText) for t in texts):
+            raise ValueError("the IndexTTS-2.5 GPT needs each text's language (LangText items or langs=)")
         rows = self.cfg.languages
-        if any(not 0 <= int(lang) < rows for lang in langs):
-            raise ValueError(f"language index out of range [0, {rows}): {list(langs)}")
+        if any(not 0 <= int(t.lang) < rows for t in texts):
+            raise ValueError(f"language index out of range [0, {rows}): {[t.lang for t in texts]}")
         dev = self.lang_embedding.weight.device
-        blocks = [self._text_block(t, strip=True) + self.lang_embedding(torch.tensor(int(lang), device=dev))
-                  for t, lang in zip(texts, langs)]
+        blocks = [self._text_block(t.ids, strip=True) + self.lang_embedding(torch.tensor(int(t.lang), device=dev))
+                  for t in texts]
         return self._assemble(cond, blocks)

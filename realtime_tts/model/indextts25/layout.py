@@ -194,8 +194,17 @@ def _local_names(root: Path) -> dict[str, str]:
     return names
 
 
-def missing_files(directory: str | Path) -> list[str]:
-    """Every required item that is absent, human readable; [] when complete (Qwen is optional)."""
+def _local_qwen(root: Path) -> str:
+    try:
+        cfg = read_config(root)
+    except CheckpointMismatch:
+        return QWEN_DEFAULT
+    return str(cfg.get("qwen_emo_path") or QWEN_DEFAULT).strip().rstrip("/")
+
+
+def missing_files(directory: str | Path, *, include_qwen: bool = False) -> list[str]:
+    """Every required item that is absent, human readable; [] when complete (the Qwen emotion
+    model is optional: listed only with ``include_qwen``)."""
     root = Path(directory)
     if not root.is_dir():
         return [f"{root}/ (directory does not exist)"]
@@ -205,6 +214,10 @@ def missing_files(directory: str | Path) -> list[str]:
     missing += [f"{name} ({what})" for name, what in ((CODEC, "semantic codec"), (TIKTOKEN, "text tokenizer"))
                 if not (root / name).is_file()]
     missing += [f"{HF_CACHE}/{flat}" for flat in EXTERNAL_FILES if find_external(root, flat) is None]
+    if include_qwen:
+        cfg_qwen = _local_qwen(root)
+        if not _qwen_complete(root / cfg_qwen):
+            missing.append(f"{cfg_qwen}/ (Qwen emotion model; optional, needed only for emotion text)")
     return missing
 
 
@@ -218,7 +231,7 @@ def resolve(directory: str | Path) -> Paths25:
     cfg = load_config(root)
     names = _local_names(root)
     ext = {flat: find_external(root, flat) for flat in EXTERNAL_FILES}
-    qwen = root / str(cfg.get("qwen_emo_path") or QWEN_DEFAULT).strip().rstrip("/")
+    qwen = root / _local_qwen(root)
     return Paths25(
         root=root, config_path=root / "config.yaml", config=cfg,
         gpt=root / names["gpt_checkpoint"], codec=root / CODEC, s2mel=root / names["s2mel_checkpoint"],

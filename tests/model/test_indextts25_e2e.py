@@ -24,16 +24,15 @@ from realtime_tts.model.indextts25 import load_models, resolve
 from realtime_tts.model.s2mel import PromptCondition, mel_frames_25
 
 sys.path.insert(0, str(Path(__file__).parent))
-from indextts25_fixture import FIX, close, gold, materialise, meta  # noqa: E402
+from indextts25_fixture import FIX, close, gold, meta  # noqa: E402
 
 MODULE_ATOL, E2E_ATOL = 1e-4, 1e-3
 PROMPT = FIX / "prompt_24k.wav"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    paths = resolve(materialise(tmp_path_factory.mktemp("tiny25_full")))
-    return load_models(paths)
+def models(tiny25_checkpoint):
+    return load_models(resolve(tiny25_checkpoint))
 
 
 @pytest.fixture(scope="module")

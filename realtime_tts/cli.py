@@ -275,16 +275,16 @@ def run_say(args: argparse.Namespace) -> int:
                                emotion=_emotion(args), speed=args.speed)
     choice = _choose(settings)
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
-    engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
-                         compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
+    from .engine.select import languages_of
     from .server.capabilities import LanguageError, check_language, engine_notices
 
-    try:
-        language = check_language(args.language, engine.capabilities().languages, engine.name, "--language")
+    try:  # before loading: a language the engine does not speak fails at once
+        language = check_language(args.language, languages_of(choice), choice.name, "--language")
     except LanguageError as e:
-        engine.close()
         raise config.ConfigError(e.message) from None
     options = dataclasses.replace(options, language=language)
+    engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
+                         compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
 
     notices = engine_notices(engine, options)  # the same notices a server's clients get
     for notice in notices:

@@ -76,6 +76,17 @@ def choose_engine(requested: str, checkpoints: Path | str) -> EngineChoice:
                                   f"{download_command(checkpoints, FAMILY_V25)})")
 
 
+def languages_of(choice: EngineChoice) -> tuple[str, ...] | None:
+    """The languages the chosen engine will speak, known before it loads (to refuse early)."""
+    if choice.name == "espeak":
+        from .espeak import EspeakEngine as engine_class
+    elif choice.name == "indextts2.5":
+        from .indextts25 import IndexTTS25Family as engine_class
+    else:
+        from .indextts2 import IndexTTS2Family as engine_class
+    return engine_class.languages
+
+
 def load_engine(choice: EngineChoice, *, checkpoints: Path | str, device: str = "auto", dtype: str = "auto",
                 compile: bool = False, cache_dir: Path | str | None = None) -> Engine:
     """Build the chosen engine; ``cache_dir`` keeps the per-voice conditioning across restarts."""

@@ -96,7 +96,7 @@ class StreamSession:
     """One socket: the reader, player, writer and watchdog tasks and the state they share."""
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
-        self.ctx = ctx
+        self.ctx = ctx.for_request(websocket.scope)  # voices resolve in the caller's tenant only
         self.ws = websocket
         self.settings = ctx.settings
         self.id = uuid.uuid4().hex[:16]

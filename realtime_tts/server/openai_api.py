@@ -125,7 +125,7 @@ def openai_routes(ctx) -> list[Route]:
     async def speech(request: Request):
         # Room for an inline voice clip: base64 grows the upload limit by 4/3.
         body = await read_json(request, JSON_BODY_LIMIT + ctx.settings.max_upload_bytes * 4 // 3)
-        req = await ctx.codec.run(parse_speech_request, ctx, body, dict(request.query_params))
+        req = await ctx.codec.run(parse_speech_request, ctx.for_request(request.scope), body, dict(request.query_params))
         t0 = time.monotonic()
         stream = await start_speech(ctx, req.text, req.options, endpoint="openai", sample_rate=req.sample_rate,
                                     container="pcm_s16le" if req.container == "wav" and not req.stream
@@ -149,7 +149,6 @@ def openai_routes(ctx) -> list[Route]:
 
     @api_endpoint
     async def models(request: Request):
-        engine = ctx.engine
         capabilities = {
             "speech": True,
             "streaming": True,
@@ -163,7 +162,7 @@ def openai_routes(ctx) -> list[Route]:
             "emotion": ["vector", "label", "text", "reference"],
             "emotion_vector_order": list(EMOTIONS),
             "max_input_chars": ctx.settings.max_text_chars,
-            "engine": engine.describe(),
+            "engine": ctx.engine_info(),  # no server paths
         }
         created = int(time.time())
         data = [{"id": mid, "object": "model", "created": created, "owned_by": "realtime-tts",

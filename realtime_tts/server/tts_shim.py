@@ -6,7 +6,8 @@
   non-200 JSON (the provider logs the body and ends the turn).
 * ``POST /tts_url``: index-tts-vllm's v2 route (``spk_audio_path``,
   ``emo_control_method``, ``emo_vec``...); answers a complete WAV file.
-* ``GET /audio/voices``: index-tts-vllm's speaker listing, ``{"name": [path, ...]}``.
+* ``GET /audio/voices``: index-tts-vllm's speaker listing, ``{"name": [preview URL]}`` (the tenant's
+  voices; never a server path).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def shim_routes(ctx) -> list[Route]:
     async def tts(request: Request):
         fields = await read_json(request, JSON_BODY_LIMIT)
         text = require_text(fields, "text", ctx.settings.max_text_chars)
-        options, headers = await ctx.codec.run(_options, ctx, fields, "character" if "character" in fields else "voice")
+        options, headers = await ctx.codec.run(_options, ctx.for_request(request.scope), fields,
+                                               "character" if "character" in fields else "voice")
         t0 = time.monotonic()
         stream = await start_speech(ctx, text, options, endpoint="tts", container="pcm_s16le", sample_rate=SHIM_RATE)
         first = await first_sentence(ctx, stream, "tts")
@@ -79,11 +81,12 @@ def shim_routes(ctx) -> list[Route]:
     async def tts_url(request: Request):
         fields = await read_json(request, JSON_BODY_LIMIT)
         text = require_text(fields, "text", ctx.settings.max_text_chars)
+        scoped = ctx.for_request(request.scope)
 
         def options():
-            opts, headers = _options(ctx, {k: v for k, v in fields.items() if k not in ("spk_audio_path", "audio_paths")},
+            opts, headers = _options(scoped, {k: v for k, v in fields.items() if k not in ("spk_audio_path", "audio_paths")},
                                      "__none__")
-            return SynthesisOptions(voice=_tts_url_voice(ctx, fields), emotion=opts.emotion, speed=opts.speed,
+            return SynthesisOptions(voice=_tts_url_voice(scoped, fields), emotion=opts.emotion, speed=opts.speed,
                                     language=opts.language), headers
 
         opts, headers = await ctx.codec.run(options)
@@ -99,8 +102,11 @@ def shim_routes(ctx) -> list[Route]:
 
     @api_endpoint
     async def speakers(request: Request):
-        library = ctx.voices
-        return JSONResponse({m["id"]: [str(library.root / m["file"])] for m in library.list()})
+        # index-tts-vllm lists each speaker's clip paths; ours are the server's business, so each
+        # voice names its preview URL instead (clients use the names as `character`).
+        voices = ctx.for_request(request.scope).voices
+        await ctx.codec.run(voices.refresh)
+        return JSONResponse({m["id"]: [f"/v1/audio/voices/{m['id']}/audio"] for m in voices.list()})
 
     return [
         Route("/tts", tts, methods=["POST"]),

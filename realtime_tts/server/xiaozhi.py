@@ -267,13 +267,14 @@ class DeviceSocket:
 
 
 class XiaozhiSession:
-    """One connected device. Public: ``device_id``, ``client_id``, ``session_id``, ``version``,
+    """One connected device. Public: ``device_id``, ``tenant``, ``client_id``, ``session_id``, ``version``,
     ``features``, ``uplink_audio_params``, ``listen_state``, ``listen_mode``, ``connected_at``,
     ``current_turn``, ``queued_turns``, ``uplink_frames``, ``bad_frames``, ``loop``; ``speak``,
     ``open_turn``, ``abort``, ``close``, ``describe``."""
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
-        self.ctx = ctx
+        self.ctx = ctx.for_request(websocket.scope)  # voices of the device's tenant only
+        self.tenant = self.ctx.principal.tenant  # the registry key is (tenant, device id)
         self.ws = websocket
         self.loop = asyncio.get_running_loop()
         self.session_id = str(uuid.uuid4())
@@ -311,7 +312,8 @@ class XiaozhiSession:
         return self._turns.qsize()
 
     def describe(self) -> dict:
-        return {"device_id": self.device_id, "client_id": self.client_id, "session_id": self.session_id,
+        return {"device_id": self.device_id, "tenant": self.tenant, "client_id": self.client_id,
+                "session_id": self.session_id,
                 "protocol_version": self.version, "features": self.features,
                 "listen_state": self.listen_state, "listen_mode": self.listen_mode,
                 "connected_at": int(self.connected_at),
@@ -418,8 +420,8 @@ class XiaozhiSession:
             await asyncio.wait({self._speaker})
         if current is not None:
             await current.stream.aclose()
-        if self.device_id and self.ctx.devices.get(self.device_id) is self:
-            del self.ctx.devices[self.device_id]
+        if self.device_id and self.ctx.devices.get((self.tenant, self.device_id)) is self:
+            del self.ctx.devices[self.tenant, self.device_id]
         await self.socket.close(1000, "")
         log.info("xiaozhi %s: disconnected", self.device_id or "?")
 
@@ -505,8 +507,9 @@ class XiaozhiSession:
             log.warning("xiaozhi: a device connected without Device-Id; calling it %s", self.device_id)
             self.socket.name = self.device_id
         self._hello_at = time.monotonic()
-        previous = self.ctx.devices.get(self.device_id)
-        self.ctx.devices[self.device_id] = self
+        # Keyed by tenant: the same Device-Id under another tenant is another device, never a takeover.
+        previous = self.ctx.devices.get((self.tenant, self.device_id))
+        self.ctx.devices[self.tenant, self.device_id] = self
         if previous is not None and previous is not self:
             log.info("xiaozhi %s: new connection replaces the old one", self.device_id)
             await previous.close(1000, "replaced by a newer connection from the same device")

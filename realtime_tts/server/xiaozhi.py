@@ -52,6 +52,7 @@ from ..engine.executor import ExecutorBusy, ExecutorClosed
 from ..model.emotion import XIAOZHI_EMOTION_MAP, xiaozhi_emotion
 from . import xiaozhi_protocol as proto
 from .http_errors import ApiError, invalid
+from .lifecycle import stream_of
 from .pacing import Pacer
 from .params import parse_emotion, parse_speed, require_text, resolve_voice
 from .speech import Failure, Sentence, SpeechStream, Tail
@@ -136,6 +137,8 @@ class Turn:
         self.first_text_at: float | None = None
         self.first_audio_at: float | None = None
         self.task: asyncio.Task | None = None  # the speaker's playback of this turn
+        # In flight for a drain from now until it finishes (after `tts stop`, or when dropped).
+        self._end_utterance = session.lifecycle_stream.begin_utterance()
         self.stream = SpeechStream(
             session.ctx, options, owner=session.owner, paused=True,
             encoder=lambda rate: SpeechEncoder(rate, SAMPLE_RATE, frame_ms=FRAME_MS, silence_ms=settings.silence_ms),
@@ -193,6 +196,7 @@ class Turn:
         if not self._done.done():
             self.state = state
             self._done.set_result(state)
+        self._end_utterance()
 
     def _refusable(self, action, *args) -> list[str]:
         try:
@@ -274,6 +278,7 @@ class XiaozhiSession:
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
         self.ctx = ctx.for_request(websocket.scope)  # voices of the device's tenant only
+        self.lifecycle_stream = stream_of(websocket.scope)  # where turns are marked in flight for a drain
         self.tenant = self.ctx.principal.tenant  # the registry key is (tenant, device id)
         self.ws = websocket
         self.loop = asyncio.get_running_loop()
@@ -370,6 +375,10 @@ class XiaozhiSession:
         await self.socket.close(code, reason)
 
     def _new_turn(self, options: SynthesisOptions, emotion_label: str | None) -> Turn:
+        if self.lifecycle_stream.draining:
+            raise ApiError(503, "the server is draining for a restart: this device will be asked to reconnect "
+                                "once its current turn ends; speak again then", code="server_draining",
+                           type="server_error", headers={"Retry-After": "1"})
         if self._closing:
             raise ApiError(409, f"device {self.device_id!r} is disconnecting", code="device_closing")
         if self._turns.full():
@@ -520,6 +529,10 @@ class XiaozhiSession:
 
     async def _on_speak(self, fields: dict, more: bool) -> None:
         """In-band ``speak``: a whole turn, or with ``flush: false`` a piece of an open turn."""
+        with self.lifecycle_stream.speaking():  # in flight while its voice is being resolved, too
+            await self._speak_in_band(fields, more)
+
+    async def _speak_in_band(self, fields: dict, more: bool) -> None:
         try:
             if self._inband is not None and not self._inband.finished:
                 turn = self._inband

@@ -367,8 +367,12 @@ class S3VoiceStore(VoiceStore):
         self.name = url
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "rtts-clips"
         if client is None:
-            import boto3
-            from botocore.config import Config
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError:
+                raise VoiceStoreError(f"voice store {url}: S3 needs boto3, which the cluster extra brings "
+                                      "(pip install 'realtime-tts[cluster]')") from None
 
             client = boto3.client("s3", endpoint_url=endpoint_url or None,
                                   config=Config(retries={"max_attempts": 5, "mode": "standard"}))

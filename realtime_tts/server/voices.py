@@ -705,6 +705,25 @@ def _path_id(request: Request) -> str:
     return clean_field(request.path_params["voice_id"], "voice_id")
 
 
+async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None, str, str]:
+    """(clip bytes, id or None, display name, file name) of a multipart voice upload."""
+    request = Request(request.scope, limited_receive(request, limit))
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise VoiceError(400, "upload the clip as multipart/form-data with a 'file' field "
+                              "(curl -F file=@voice.wav -F name=Alice)", param="file", code="invalid_content_type")
+    async with request.form(max_files=1, max_fields=10, max_part_size=64 * 1024) as form:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise VoiceError(400, "missing 'file': the reference clip (wav, mp3, m4a, ogg, flac)", param="file",
+                             code="missing_file")
+        data = await upload.read()
+        if len(data) > limit:
+            raise VoiceError(413, f"file is {len(data)} bytes; the limit is {limit}", param="file",
+                             code="file_too_large")
+        return (data, _form_text(form, "id") or None, _form_text(form, "name").strip()[:200],
+                clean_field(upload.filename or "", "file"))
+
+
 def voice_routes(ctx) -> list:
     """``/v1/audio/voices`` (list, upload), ``/v1/audio/voices/{id}`` (get, delete) and ``.../audio``.
 
@@ -721,23 +740,7 @@ def voice_routes(ctx) -> list:
         return JSONResponse({"object": "list", "data": [voice_object(m) for m in ctx.voices.list(tenant=tenant)]})
 
     async def upload_voice(request: Request):
-        limit = ctx.settings.max_upload_bytes
-        request = Request(request.scope, limited_receive(request, limit))
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise VoiceError(400, "upload the clip as multipart/form-data with a 'file' field "
-                                  "(curl -F file=@voice.wav -F name=Alice)", param="file", code="invalid_content_type")
-        async with request.form(max_files=1, max_fields=10, max_part_size=64 * 1024) as form:
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise VoiceError(400, "missing 'file': the reference clip (wav, mp3, m4a, ogg, flac)", param="file",
-                                 code="missing_file")
-            data = await upload.read()
-            if len(data) > limit:
-                raise VoiceError(413, f"file is {len(data)} bytes; the limit is {limit}", param="file",
-                                 code="file_too_large")
-            voice_id = _form_text(form, "id") or None
-            name = _form_text(form, "name").strip()[:200]
-            filename = clean_field(upload.filename or "", "file")
+        data, voice_id, name, filename = await _read_upload(request, ctx.settings.max_upload_bytes)
         tenant = voices(request)
         voice, created = await ctx.codec.run(tenant.store_voice, data, voice_id=voice_id, name=name,
                                              filename=filename)

@@ -348,3 +348,18 @@ def test_inline_clips_are_stored_by_hash_and_pruned(tmp_path, monkeypatch):
     assert lib.list() == []  # never listed
     with pytest.raises(Exception, match="clip is silent"):
         lib.transient(tone_wav(1.0)[:44] + bytes(32000))
+
+
+def test_cli_works_on_one_tenant_at_a_time(tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(tone_wav(1.0, freq=260))
+    data = str(tmp_path / "data")
+    assert voices_cli(["--data-dir", data, "--tenant", "acme", "add", str(clip), "--id", "alice"]) == 0
+    capsys.readouterr()
+    assert voices_cli(["--data-dir", data, "list"]) == 0 and capsys.readouterr().out == ""  # the default tenant's
+    assert voices_cli(["--data-dir", data, "list", "--all"]) == 0
+    assert capsys.readouterr().out.startswith("acme\talice\talice\t1.0s\t")
+    assert voices_cli(["--data-dir", data, "delete", "alice"]) == 1  # not the default tenant's to delete
+    assert voices_cli(["--data-dir", data, "--tenant", "acme", "delete", "alice"]) == 0
+    assert voices_cli(["--data-dir", data, "--tenant", "Not Ok", "list"]) == 1
+    assert "--tenant 'Not Ok'" in capsys.readouterr().err

@@ -152,7 +152,7 @@ def comparison_table(direct: list[dict], ray: list[dict], replicas: int) -> str:
         return f"{1000 * stats[key]:.0f}" if stats else "-"
 
     def added(d: dict | None, r: dict | None, key: str) -> str:
-        return f"{1000 * (r[key] - d[key]):+.0f}" if d and r else "-"
+        return f"{round(1000 * (r[key] - d[key])):+d}" if d and r else "-"
 
     def jitter(level: dict) -> str:
         stats = level.get("jitter_s")

@@ -270,10 +270,14 @@ def run_say(args: argparse.Namespace) -> int:
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
     engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
                          compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
-    ignored = [flag for flag, given in (("--voice", options.voice), ("the emotion options", options.emotion)) if given]
-    if ignored and not engine.describe().get("clones_voices", False):
-        print(f"warning: the {engine.name} engine cannot clone a voice or show emotion: {' and '.join(ignored)} "
-              "will be ignored (IndexTTS2 weights are needed: realtime-tts download)", file=sys.stderr, flush=True)
+    from .server.capabilities import engine_notices
+
+    notices = engine_notices(engine, options)  # the same notices a server's clients get
+    for notice in notices:
+        print(f"warning: {notice.message}", file=sys.stderr, flush=True)
+    if notices:
+        print("  (the IndexTTS2 engine clones voices and takes emotions: realtime-tts download fetches its "
+              "weights)", file=sys.stderr, flush=True)
     try:
         silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
         parts, started, audio_s = [], time.monotonic(), 0.0

@@ -101,6 +101,9 @@ class Settings:
     data_dir: Path = opt(Path("data"), "directory where uploaded/imported voices are stored (survives restarts)")
     default_voice: str = opt("", "voice id used when a request names no voice or an unmapped OpenAI voice name (empty: the engine's built-in voice)")
     openai_voice_map: dict = opt({}, "OpenAI voice name -> voice id, JSON object, e.g. {\"alloy\": \"jay_klee\"}; unmapped names use default_voice")
+    tts_route_format: str = opt("pcm", "what POST /tts answers when the request does not say (format): pcm (raw 24 kHz "
+                                       "s16le, streamed: xiaozhi-esp32-server's index_stream provider) or wav (a whole "
+                                       "WAV file, like stock index-tts-vllm)", choices=("pcm", "wav"))
     speaker_json: str = opt("", "index-tts-vllm style speaker.json ({\"name\": [\"a.wav\", ...]}) imported into the voice library at start-up")
     allow_server_paths: bool = opt(False, "let /tts_url and voice references name audio files on the server's disk (trusted deployments only)")
     max_upload_bytes: int = opt(20 * 1024 * 1024, "largest accepted voice upload / request body in bytes")

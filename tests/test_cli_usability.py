@@ -90,7 +90,8 @@ def test_say_warns_when_the_engine_cannot_clone(tmp_path, capsys):
     assert main(["say", "Hello.", "--out", str(tmp_path / "x.wav"), "--engine", "espeak", "--voice", str(clip),
                  "--emotion-vector", "0,0,0,0,0,0,0.6,0"]) == 0
     err = capsys.readouterr().err
-    assert ("warning: the espeak engine cannot clone a voice or show emotion: --voice and the emotion options "
-            "will be ignored") in err
+    # The server's notices (server/capabilities.py), driven by the engine's capabilities.
+    assert "warning: the espeak engine cannot clone a voice: the reference voice 'ref' is not used" in err
+    assert "warning: the espeak engine has no emotion control: the emotion is not used" in err
     assert main(["say", "Hello.", "--out", str(tmp_path / "y.wav"), "--engine", "espeak"]) == 0
     assert "warning" not in capsys.readouterr().err

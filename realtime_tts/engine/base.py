@@ -105,6 +105,23 @@ class SynthesisOptions:
             raise ValueError(f"speed must be within {SPEED_MIN}-{SPEED_MAX}, got {self.speed}")
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does with each option. The one place the server learns it from: /health,
+    /v1/models and ``describe()`` report it, and the endpoints warn when a request asks for more
+    (an option the engine would otherwise silently ignore)."""
+
+    voice_cloning: bool = False  # a reference voice (``options.voice``) shapes the timbre
+    emotion: tuple[str, ...] = ()  # the ``Emotion`` drivers it uses: "vector", "text", "reference"
+    languages: tuple[str, ...] | None = None  # ``options.language`` primary subtags it speaks; None: any
+    speed: tuple[float, float] | None = (SPEED_MIN, SPEED_MAX)  # the speed range it follows; None: ignored
+
+    def as_dict(self) -> dict:
+        return {"voice_cloning": self.voice_cloning, "emotion": list(self.emotion),
+                "languages": None if self.languages is None else list(self.languages),
+                "speed": None if self.speed is None else list(self.speed)}
+
+
 @dataclass
 class SegmentAudio:
     """One synthesized segment: mono float32 PCM in [-1, 1] at ``sample_rate``."""
@@ -149,6 +166,10 @@ class Engine(ABC):
     # Language codes (ISO 639, primary subtag) accepted as ``SynthesisOptions.language``, which the
     # server checks at the edge (400 naming these); None: any hint is taken.
     languages: tuple[str, ...] | None = None
+    # What the engine does with a reference voice and an emotion (``capabilities()``); an engine
+    # that declares nothing uses neither, and the server says so to every client that sends them.
+    clones_voices: bool = False
+    emotion_sources: tuple[str, ...] = ()
 
     @abstractmethod
     def synthesize(self, text: str, options: SynthesisOptions, cancel: CancelToken) -> SegmentAudio:
@@ -179,9 +200,17 @@ class Engine(ABC):
     def warmup(self) -> None:
         """Run once before the server reports ready (compile kernels, fill caches)."""
 
+    def capabilities(self) -> Capabilities:
+        """What this engine does with each option (see ``Capabilities``)."""
+        return Capabilities(voice_cloning=self.clones_voices, emotion=tuple(self.emotion_sources),
+                            languages=self.languages)
+
     def describe(self) -> dict:
-        """Facts for /health and the start-up banner."""
-        return {"name": self.name, "sample_rate": self.sample_rate}
+        """Facts for /health and the start-up banner: the capability fields included (engines add
+        their own facts to this dict). ``clones_voices`` is the older name of ``voice_cloning``."""
+        caps = self.capabilities()
+        return {"name": self.name, "sample_rate": self.sample_rate, **caps.as_dict(),
+                "clones_voices": caps.voice_cloning}
 
     def close(self) -> None:
         """Release resources (models, threads)."""

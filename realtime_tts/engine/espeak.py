@@ -184,5 +184,4 @@ class EspeakEngine(Engine):
             self.synthesize(text, SynthesisOptions(), CancelToken())
 
     def describe(self) -> dict:
-        return {"name": self.name, "sample_rate": self.sample_rate, "voices": ["cmn", "en-us"],
-                "clones_voices": False}
+        return {**super().describe(), "voices": ["cmn", "en-us"]}

@@ -380,10 +380,15 @@ class IndexTTS2Engine(Engine):
     name = "indextts2"
     sample_rate = SAMPLE_RATE
     languages = ("zh", "en")
+    clones_voices = True
 
     @property
     def needs_voice(self) -> bool:
         return self.default_voice is None
+
+    @property
+    def emotion_sources(self) -> tuple[str, ...]:
+        return ("vector", "reference") + (("text",) if self.models.qwen is not None else ())
 
     def __init__(self, models: Models, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  sampling: SamplingParams | None = None, cfm_steps: int = 25, cfg_rate: float = 0.7,
@@ -738,7 +743,7 @@ class IndexTTS2Engine(Engine):
 
     def describe(self) -> dict:
         info = {
-            "name": self.name, "sample_rate": self.sample_rate, "clones_voices": True,
+            **super().describe(),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "checkpoint": self.source, "decoding": self.sampling.mode, "num_beams": self.sampling.num_beams,
             "cfm_steps": self.cfm_steps, "compiled": self.compiled, "emotion_text": self.models.qwen is not None,

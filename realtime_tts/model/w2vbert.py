@@ -12,6 +12,7 @@ for the real model: ~30% less compute and ~170 M fewer parameters in memory).
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import torch
@@ -26,6 +27,37 @@ def load_w2v_stats(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]
     if not isinstance(stats, dict) or "mean" not in stats or "var" not in stats:
         raise ValueError(f"{path}: expected a dict with 'mean' and 'var'")
     return stats["mean"].float(), torch.sqrt(stats["var"].float())
+
+
+def weights_file(model_dir: str) -> str:
+    """The weights file transformers reads from a local model directory (for error messages)."""
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json"):
+        if os.path.isfile(os.path.join(model_dir, name)):
+            return os.path.join(model_dir, name)
+    return os.path.join(model_dir, "model.safetensors")
+
+
+_LAYER_KEY = re.compile(r"^(?:wav2vec2_bert\.)?encoder\.layers\.(\d+)\.")
+
+
+def _kept(key: str, layer: int) -> bool:
+    """Whether a state-dict key belongs to the part of the model we run (layers >= ``layer`` are dropped)."""
+    m = _LAYER_KEY.match(key)
+    return m is None or int(m.group(1)) < layer
+
+
+def check_loaded(info: dict, path: str, layer: int) -> None:
+    """Strict loading for the layers we keep: every missing, unexpected or mis-shaped key is an
+    error naming the file and the key (``info``: transformers' ``output_loading_info``)."""
+    problems = [f"missing key {k!r}" for k in sorted(info.get("missing_keys", ())) if _kept(k, layer)]
+    problems += [f"unexpected key {k!r}" for k in sorted(info.get("unexpected_keys", ())) if _kept(k, layer)]
+    problems += [f"key {k!r} has shape {tuple(got)}, the model expects {tuple(want)}"
+                 for k, got, want in sorted(info.get("mismatched_keys", ()), key=lambda x: x[0]) if _kept(k, layer)]
+    problems += list(info.get("error_msgs", ()))
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError(f"{path}: {'; '.join(problems[:5])}{more}")
 
 
 class SemanticEncoder(nn.Module):
@@ -53,7 +85,11 @@ class SemanticEncoder(nn.Module):
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"{model_dir}: not a local w2v-BERT directory (config.json missing)")
         fe = SeamlessM4TFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
-        model = Wav2Vec2BertModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        # transformers only warns about missing or unexpected keys (and re-initialises them): load
+        # with its report and refuse any problem in the part of the model that we run
+        model, info = Wav2Vec2BertModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
+                                                        output_loading_info=True, ignore_mismatched_sizes=True)
+        check_loaded(info, weights_file(model_dir), layer)
         mean, std = load_w2v_stats(stats_path)
         return cls(model, fe, mean, std, layer)
 

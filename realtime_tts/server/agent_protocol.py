@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import collections
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..audio.opus import FRAME_MS, OPUS_RATES
+from .capabilities import LanguageError, Notice, check_language
 from .inputs import InputError, loads_json
 
 HEADER = struct.Struct(">BBHI")  # version, kind, context slot, sequence: 8 bytes
@@ -52,9 +54,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # the client broke a rule we cannot work around (did not read: write timeout)
 CLOSE_INTERNAL_ERROR = 1011
 
-# Fields that choose the voice, emotion and speed (all the spellings params.py understands).
+# Fields that choose the voice, emotion, speed and language (all the spellings params.py understands).
 OPTION_FIELDS = frozenset({
-    "voice", "emotion", "speed", "duration_factor", "emo_vector", "emo_vec", "emotion_vector",
+    "voice", "emotion", "speed", "duration_factor", "language", "emo_vector", "emo_vec", "emotion_vector",
     "emo_text", "emotion_text", "instructions", "emo_ref", "emo_audio_prompt", "emotion_voice",
     "emotion_prompt", "emo_ref_path", "emo_alpha", "emo_weight", "emotion_alpha", "emo_control_method",
 })
@@ -163,7 +165,10 @@ class AgentStreamProtocol:
     """One socket's protocol state. Public: ``config``, ``contexts`` (id -> ``Context``, not final),
     ``unplayed`` (contexts created and not yet retired by the player), ``default_fields``."""
 
-    def __init__(self, *, max_text_chars: int, buffer_delay_ms: float, max_message_bytes: int = 1 << 20) -> None:
+    def __init__(self, *, max_text_chars: int, buffer_delay_ms: float, max_message_bytes: int = 1 << 20,
+                 languages: tuple[str, ...] | None = None, engine: str = "engine") -> None:
+        self.languages = languages  # the engine's (Capabilities.languages; None: any language hint)
+        self.engine = engine
         self.config = Config(Output(**DEFAULT_OUTPUT), "binary", buffer_delay_ms, True)
         self.default_fields: dict = {}
         self.contexts: dict[str, Context] = {}
@@ -239,7 +244,7 @@ class AgentStreamProtocol:
         if not isinstance(timestamps, bool):
             raise StreamError("invalid_field", "sentence_timestamps must be true or false", param="sentence_timestamps")
         new = Config(Output(encoding, int(rate), int(frame_ms)), transport, delay, timestamps)
-        return [Configure(new, {k: v for k, v in msg.items() if k in OPTION_FIELDS})]
+        return [Configure(new, self._option_fields(msg, None))]
 
     def _on_text(self, msg: dict) -> list[Action]:
         cid = _context_id(msg)
@@ -255,8 +260,9 @@ class AgentStreamProtocol:
             if self.unplayed + len(self._opening) >= MAX_CONTEXTS:
                 raise StreamError("too_many_contexts", f"{self.unplayed} contexts are already open or playing "
                                   f"(limit {MAX_CONTEXTS}); end or cancel one first", cid)
+            fields = self._option_fields(msg, cid)
             self._opening[cid] = len(text)
-            return [Open(cid, {k: v for k, v in msg.items() if k in OPTION_FIELDS}, text, end)]
+            return [Open(cid, fields, text, end)]
         context = self._live(cid, "add text to")
         out: list[Action] = []
         ignored = sorted(OPTION_FIELDS.intersection(msg))
@@ -305,26 +311,37 @@ class AgentStreamProtocol:
             out += [Cancel(target), Send({"type": "cancelled", "context_id": target})]
         return out
 
-    # --- answers from the session ---------------------------------------------------------------
-    def configured(self, config: Config, fields: dict, *, ready: dict, warning: str | None = None) -> list[Action]:
-        """The options of a ``Configure`` resolved: apply it all at once. ``ready``: the session's
-        part of the ``ready`` message (session id, engine, limits)."""
-        self.config, self.default_fields = config, fields
-        out: list[Action] = [Send(self.ready(ready))]
-        if warning:
-            out.append(Send({"type": "warning", "code": "speed_clamped", "message": warning}))
-        return out
+    def _option_fields(self, msg: dict, cid: str | None) -> dict:
+        """The option fields of a ``config`` or a context's first ``text``; ``language`` checked
+        against the engine's languages (None when the engine should detect it: ``auto`` on a
+        context overrides a connection default)."""
+        fields = {k: v for k, v in msg.items() if k in OPTION_FIELDS}
+        if "language" in fields:
+            try:
+                fields["language"] = check_language(fields["language"], self.languages, self.engine)
+            except LanguageError as e:
+                raise StreamError("unsupported_language" if e.unsupported else "invalid_field", e.message, cid,
+                                  param="language") from None
+        return fields
 
-    def opened(self, cid: str, open_: Open, *, warning: str | None = None) -> list[Action]:
-        """The options of an ``Open`` resolved: the context exists, with a binary slot."""
+    # --- answers from the session ---------------------------------------------------------------
+    def configured(self, config: Config, fields: dict, *, ready: dict, warnings: Sequence[Notice] = ()) -> list[Action]:
+        """The options of a ``Configure`` resolved: apply it all at once. ``ready``: the session's
+        part of the ``ready`` message (session id, engine, limits); ``warnings``: what the options
+        asked that the server will not do (a clamped speed, a voice the engine cannot clone...)."""
+        self.config, self.default_fields = config, fields
+        return [Send(self.ready(ready)), *(Send(n.payload()) for n in warnings)]
+
+    def opened(self, cid: str, open_: Open, *, warnings: Sequence[Notice] = ()) -> list[Action]:
+        """The options of an ``Open`` resolved: the context exists, with a binary slot; each of
+        ``warnings`` follows its ``context_started``."""
         self._opening.pop(cid, None)
         context = Context(self._next_slot, chars=len(open_.text))
         self._next_slot = (self._next_slot + 1) % 65536
         self.contexts[cid] = context
         self.unplayed += 1
         out: list[Action] = [Send({"type": "context_started", "context_id": cid, "slot": context.slot})]
-        if warning:
-            out.append(Send({"type": "warning", "code": "speed_clamped", "context_id": cid, "message": warning}))
+        out += [Send(n.payload(context_id=cid)) for n in warnings]
         if open_.text:
             out.append(Push(cid, open_.text))
         if open_.end:

@@ -59,6 +59,7 @@ from ..engine.executor import ExecutorBusy, ExecutorClosed
 from . import agent_protocol as proto
 from .agent_protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_POLICY, ENCODINGS,
                              MAX_CONTEXTS, SAMPLE_RATES, AgentStreamProtocol, StreamError, audio_frame)
+from .capabilities import Notice, engine_notices
 from .http_errors import ApiError
 from .lifecycle import stream_of
 from .params import parse_emotion, parse_speed, resolve_voice
@@ -105,10 +106,13 @@ class StreamSession:
         self.settings = ctx.settings
         self.id = uuid.uuid4().hex[:16]
         self.owner = f"stream-{self.id}"
+        engine = ctx.engine
         self.protocol = AgentStreamProtocol(
             max_text_chars=self.settings.max_text_chars, buffer_delay_ms=self.settings.max_buffer_delay_ms,
-            max_message_bytes=1024 * 1024 + self.settings.max_upload_bytes * 4 // 3)
-        self.defaults: tuple[SynthesisOptions, str | None] | None = None  # parsed default option fields
+            max_message_bytes=1024 * 1024 + self.settings.max_upload_bytes * 4 // 3,
+            languages=engine.capabilities().languages if engine is not None else None,
+            engine=engine.name if engine is not None else ctx.engine_name)
+        self.defaults: tuple[SynthesisOptions, list[Notice]] | None = None  # parsed default option fields
         self.contexts: dict[str, _Context] = {}  # every context not yet retired by the player
         self.order: asyncio.Queue[_Context] = asyncio.Queue()  # reader -> player, in creation order
         self.outbox: asyncio.Queue[_Out | tuple] = asyncio.Queue(OUTBOX_LIMIT)  # -> writer
@@ -161,8 +165,9 @@ class StreamSession:
             await self.outbox.put((CLOSE, code, reason))
 
     def _ready_extra(self) -> dict:
-        s = self.settings
-        return {"session_id": self.id, "engine": self.ctx.engine.name, "limits": {
+        s, engine = self.settings, self.ctx.engine
+        return {"session_id": self.id, "engine": engine.name, "capabilities": engine.capabilities().as_dict(),
+                "limits": {
             "max_text_chars": s.max_text_chars, "max_segment_chars": s.max_segment_chars,
             "max_contexts": MAX_CONTEXTS, "idle_timeout_s": s.stream_idle_timeout_s,
             "speed_range": [SPEED_MIN, SPEED_MAX], "encodings": list(ENCODINGS),
@@ -231,7 +236,7 @@ class StreamSession:
             return
         self.defaults = defaults
         await self._perform(self.protocol.configured(action.config, action.fields, ready=self._ready_extra(),
-                                                     warning=defaults[1] if defaults else None))
+                                                     warnings=defaults[1] if defaults else ()))
 
     async def _open(self, action: proto.Open) -> None:
         with self.lifecycle_stream.speaking():  # in flight while its options resolve, too
@@ -247,11 +252,12 @@ class StreamSession:
                 raise StreamError("not_ready", "the model is still loading; retry when GET /health returns 200", cid)
             if action.fields:
                 fields = {**self.protocol.default_fields, **action.fields}
-                options, warning = await self.ctx.codec.run(self._parse_options, fields)
-            else:
-                if self.defaults is None:
+                options, warnings = await self.ctx.codec.run(self._parse_options, fields)
+            else:  # the connection's defaults: their warnings are said once (after `config`, or here)
+                fresh = self.defaults is None
+                if fresh:
                     self.defaults = await self.ctx.codec.run(self._parse_options, {})
-                options, warning = self.defaults[0], None
+                options, warnings = self.defaults[0], self.defaults[1] if fresh else ()
         except ApiError as e:
             await self._perform(self.protocol.refused(StreamError(e.code or "invalid_value", e.message, cid,
                                                                   param=e.param)))
@@ -259,7 +265,7 @@ class StreamSession:
         except StreamError as e:
             await self._perform(self.protocol.refused(e))
             return
-        actions = self.protocol.opened(cid, action, warning=warning)
+        actions = self.protocol.opened(cid, action, warnings=warnings)
         slot = self.protocol.contexts[cid].slot
         context = _Context(cid, slot, self._new_stream(options), self.protocol.config.output, time.monotonic(),
                            end_utterance=self.lifecycle_stream.begin_utterance())
@@ -275,12 +281,15 @@ class StreamSession:
             encoder=lambda rate: SpeechEncoder(rate, out.sample_rate, encoding=out.encoding, frame_ms=out.frame_ms,
                                                silence_ms=settings.silence_ms))
 
-    def _parse_options(self, fields: dict) -> tuple[SynthesisOptions, str | None]:
-        """Voice, emotion and speed in any accepted spelling (on the codec pool: voices may be decoded)."""
+    def _parse_options(self, fields: dict) -> tuple[SynthesisOptions, list[Notice]]:
+        """Voice, emotion and speed in any accepted spelling (on the codec pool: voices may be decoded),
+        the language the protocol checked, and what of it the server will not do."""
         voice = resolve_voice(self.ctx, fields.get("voice"))
         emotion = parse_emotion(self.ctx, fields)
         speed, warning = parse_speed(fields)
-        return SynthesisOptions(voice=voice, emotion=emotion, speed=speed), warning
+        options = SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=fields.get("language"))
+        notices = [Notice("speed_clamped", warning)] if warning else []
+        return options, notices + engine_notices(self.ctx.engine, options)
 
     async def _fail(self, context: _Context, code: str, message: str, **extra: Any) -> None:
         context.stream.close()

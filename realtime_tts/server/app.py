@@ -31,6 +31,7 @@ from .openai_api import metrics_routes, openai_routes
 from .ota import ota_routes
 from .page import page_routes
 from .request_id import RequestIdMiddleware
+from .tts_request import tts_request_routes
 from .tts_shim import shim_routes
 from .voices import voice_routes, watch_library
 from .xiaozhi import xiaozhi_routes
@@ -115,6 +116,7 @@ def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -
         *stream_routes(ctx),
         *openai_routes(ctx),
         *shim_routes(ctx),
+        *tts_request_routes(ctx),
         *voice_routes(ctx),
         *metrics_routes(ctx),
         *page_routes(),

@@ -1,7 +1,7 @@
 """Control API for connected xiaozhi devices (protocols.md §5.1 item 9a).
 
 * ``GET  /v1/xiaozhi/devices``                     -> the connected devices
-* ``POST /v1/xiaozhi/devices/{device_id}/speak``   -> ``{text, voice?, emotion?, speed?}``; 202 once
+* ``POST /v1/xiaozhi/devices/{device_id}/speak``   -> ``{text, voice?, emotion?, speed?, language?}``; 202 once
   queued (``?wait=true``: 200 when the turn has finished, with its final state)
 * ``POST /v1/xiaozhi/devices/{device_id}/abort``   -> stop the device's speech now
 
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from . import capabilities
 from .auth import principal_of
 from .http_errors import ApiError, api_endpoint
 from .params import read_json
@@ -58,13 +59,14 @@ def control_routes(ctx) -> list:
         turn = session.speak(spoken)
         answer = {"object": "xiaozhi.speak", "device_id": session.device_id, "session_id": session.session_id,
                   "turn_id": turn.id, "segments": list(turn.segments), "queued_ahead": ahead,
-                  "warnings": list(spoken.warnings)}
+                  "warnings": [n.describe() for n in spoken.warnings]}
+        headers = capabilities.header(list(spoken.warnings))
         if _truthy(request.query_params.get("wait")):
             answer["state"] = await turn.wait()
             answer["errors"] = list(turn.errors)
-            return JSONResponse(answer, status_code=200)
+            return JSONResponse(answer, status_code=200, headers=headers)
         answer["state"] = turn.state
-        return JSONResponse(answer, status_code=202)
+        return JSONResponse(answer, status_code=202, headers=headers)
 
     @api_endpoint
     async def abort(request: Request) -> JSONResponse:

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import time
 import uuid
+import wave
+
+from starlette.responses import Response
 
 from ..audio.stream import ContainerEncoder
 from ..engine.base import Cancelled, SynthesisOptions
@@ -38,8 +42,9 @@ log = logging.getLogger(__name__)
 
 
 async def start_speech(ctx, text: str, options: SynthesisOptions, *, endpoint: str, container: str,
-                       sample_rate: int, whole_file: bool = False) -> SpeechStream:
-    """A stream with ``text`` cut and its first segments queued; refusals raise (nothing stays queued)."""
+                       sample_rate: int, whole_file: bool = False, max_segment_chars: int | None = None) -> SpeechStream:
+    """A stream with ``text`` cut (segments of at most ``max_segment_chars``, default the setting) and
+    its first segments queued; refusals raise (nothing stays queued)."""
     if not ctx.ready.is_set():
         raise ApiError(503, "the model is still loading; retry when GET /health returns 200",
                        code="not_ready", type="server_error", headers={"Retry-After": "5"})
@@ -48,7 +53,7 @@ async def start_speech(ctx, text: str, options: SynthesisOptions, *, endpoint: s
     stream = SpeechStream(
         ctx, options, owner=f"{endpoint}-{uuid.uuid4().hex[:12]}", priority=BULK if bulk else REALTIME,
         encoder=lambda rate: ContainerEncoder(rate, container, sample_rate, silence_ms=settings.silence_ms),
-        ack_on_read=True)
+        ack_on_read=True, max_segment_chars=max_segment_chars)
     try:
         stream.push(text)
         stream.end()
@@ -110,6 +115,33 @@ async def collect(ctx, stream: SpeechStream, first: Sentence, endpoint: str) -> 
     finally:
         await release(ctx, stream)
     return b"".join(pieces)
+
+
+def wav_file(pcm16: bytes, sample_rate: int) -> bytes:
+    """A complete WAV file with exact sizes (the non-streamed path; strict readers like it)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm16)
+    return buf.getvalue()
+
+
+async def whole_wav(ctx, text: str, options: SynthesisOptions, *, endpoint: str, headers: dict[str, str],
+                    max_segment_chars: int | None = None) -> Response:
+    """The whole text as one WAV file at the engine's own rate (what index-tts-vllm and IndexTTS2
+    servers answer): synthesized completely before the answer, with exact sizes in its header."""
+    rate = ctx.engine.sample_rate if ctx.engine is not None else 24000
+    t0 = time.monotonic()
+    stream = await start_speech(ctx, text, options, endpoint=endpoint, container="pcm_s16le", sample_rate=rate,
+                                whole_file=True, max_segment_chars=max_segment_chars)
+    first = await first_sentence(ctx, stream, endpoint)
+    with ctx.metrics.connection(endpoint):
+        pcm = await collect(ctx, stream, first, endpoint)
+    ctx.metrics.observe_ttfa(endpoint, time.monotonic() - t0)
+    return Response(await ctx.codec.run(wav_file, pcm, rate), media_type="audio/wav",
+                    headers={**headers, "X-Sample-Rate": str(rate)})
 
 
 class SpeechResponse:

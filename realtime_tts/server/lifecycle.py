@@ -50,7 +50,7 @@ WATCH_PERIOD_S = 0.25  # how often stop signals without a callback of their own 
 REFUSED_CODE, REFUSED_REASON = 1013, "server draining: reconnect, another replica will answer"
 GOING_AWAY_CODE, GOING_AWAY_REASON = 1001, "server restarting: reconnect"
 # POST routes whose response is synthesized speech: streams for the gauge, refused while draining.
-SPEECH_PATHS = frozenset({"/v1/audio/speech", "/audio/speech", "/tts", "/tts_url"})
+SPEECH_PATHS = frozenset({"/v1/audio/speech", "/audio/speech", "/tts", "/tts_url", "/v1/tts"})
 STREAM_SCOPE_KEY = "rtts.stream"
 
 

@@ -14,19 +14,20 @@ top level or under ``extra``.
 
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import time
-import wave
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, SynthesisOptions
+from ..engine.base import EMOTIONS, SynthesisOptions
+from . import capabilities
+from .capabilities import Notice
 from .http_errors import api_endpoint, invalid
-from .http_speech import SpeechResponse, collect, first_sentence, start_speech
+from .http_speech import SpeechResponse, collect, first_sentence, start_speech, wav_file
 from .params import (OPENAI_VOICES, merged_fields, parse_emotion, parse_language, parse_speed, read_json,
                      require_text, resolve_voice)
 
@@ -48,19 +49,6 @@ UNSUPPORTED_FORMATS = {"aac": "aac output is not supported; use mp3, opus, flac,
 MODEL_IDS = ("realtime-tts", "indextts2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
-# --- encodings ---------------------------------------------------------------------------------
-
-def wav_file(pcm16: bytes, sample_rate: int) -> bytes:
-    """A complete WAV file with exact sizes (the non-streamed path; strict readers like it)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm16)
-    return buf.getvalue()
-
-
 @dataclass
 class SpeechRequest:
     text: str
@@ -74,10 +62,11 @@ class SpeechRequest:
     headers: dict[str, str]
 
 
-def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
+def parse_speech_request(ctx, body: dict, query: dict, *, default_format: str = "mp3",
+                         default_stream: bool = True) -> SpeechRequest:
     fields = merged_fields(body)
     text = require_text(fields, "input", ctx.settings.max_text_chars)
-    response_format = fields.get("response_format") or "mp3"
+    response_format = fields.get("response_format") or default_format
     if not isinstance(response_format, str):
         raise invalid("'response_format' must be a string", param="response_format")
     response_format = response_format.lower()
@@ -105,7 +94,7 @@ def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
     speed, warning = parse_speed(fields)
     voice = resolve_voice(ctx, fields.get("voice"))
     emotion = parse_emotion(ctx, fields)
-    stream = fields.get("stream", query.get("stream", True))
+    stream = fields.get("stream", query.get("stream", default_stream))
     if isinstance(stream, str):
         stream = stream.lower() not in ("0", "false", "no", "off")
     headers = {"X-Sample-Rate": str(sample_rate), "Cache-Control": "no-store"}
@@ -113,19 +102,53 @@ def parse_speech_request(ctx, body: dict, query: dict) -> SpeechRequest:
         headers["X-Speed-Clamped"] = f"{speed:g}"
         headers["Warning"] = f'299 realtime-tts "{warning}"'
     options = SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=language or None)
+    headers |= capabilities.header(([Notice("speed_clamped", warning)] if warning else [])
+                                   + capabilities.engine_notices(ctx.engine, options))
     return SpeechRequest(text=text, options=options, response_format=response_format, container=container,
                          media_type=media_type, sample_rate=sample_rate, stream_format=stream_format,
                          stream=bool(stream), headers=headers)
 
 
+def model_capabilities(ctx) -> dict:
+    """``capabilities`` of ``GET /v1/models``: the API's formats and what the engine does with each
+    option (engine/base.py ``Capabilities``; options beyond them are reported in X-TTS-Warning)."""
+    engine = ctx.engine
+    caps = engine.capabilities() if engine is not None else None
+    emotion = [form for source in (caps.emotion if caps else ())  # a label is a vector's shorthand
+               for form in ((source, "label") if source == "vector" else (source,))]
+    return {
+        "speech": True,
+        "streaming": True,
+        "response_formats": list(FORMATS),
+        "stream_formats": ["audio", "sse"],
+        "sample_rate": DEFAULT_RATE,
+        "pcm_sample_rates": list(PCM_RATES),
+        "speed_range": list(caps.speed) if caps and caps.speed else None,
+        "voice_cloning": bool(caps and caps.voice_cloning),
+        "openai_voices": list(OPENAI_VOICES),
+        "emotion": emotion,
+        "emotion_vector_order": list(EMOTIONS),
+        "languages": list(caps.languages) if caps and caps.languages is not None else None,
+        "max_input_chars": ctx.settings.max_text_chars,
+        "engine": ctx.engine_info() if engine is not None else {"name": ctx.engine_name},  # no server paths
+    }
+
+
 def openai_routes(ctx) -> list[Route]:
     metrics = ctx.metrics
 
-    @api_endpoint
-    async def speech(request: Request):
-        # Room for an inline voice clip: base64 grows the upload limit by 4/3.
-        body = await read_json(request, JSON_BODY_LIMIT + ctx.settings.max_upload_bytes * 4 // 3)
-        req = await ctx.codec.run(parse_speech_request, ctx.for_request(request.scope), body, dict(request.query_params))
+    def speech_route(**defaults):
+        @api_endpoint
+        async def speech(request: Request):
+            # Room for an inline voice clip: base64 grows the upload limit by 4/3.
+            body = await read_json(request, JSON_BODY_LIMIT + ctx.settings.max_upload_bytes * 4 // 3)
+            req = await ctx.codec.run(functools.partial(parse_speech_request, ctx.for_request(request.scope), body, dict(request.query_params),
+                                                        **defaults))
+            return await speak(req)
+
+        return speech
+
+    async def speak(req: SpeechRequest):
         t0 = time.monotonic()
         stream = await start_speech(ctx, req.text, req.options, endpoint="openai", sample_rate=req.sample_rate,
                                     container="pcm_s16le" if req.container == "wav" and not req.stream
@@ -149,29 +172,16 @@ def openai_routes(ctx) -> list[Route]:
 
     @api_endpoint
     async def models(request: Request):
-        capabilities = {
-            "speech": True,
-            "streaming": True,
-            "response_formats": list(FORMATS),
-            "stream_formats": ["audio", "sse"],
-            "sample_rate": DEFAULT_RATE,
-            "pcm_sample_rates": list(PCM_RATES),
-            "speed_range": [SPEED_MIN, SPEED_MAX],
-            "voice_cloning": True,
-            "openai_voices": list(OPENAI_VOICES),
-            "emotion": ["vector", "label", "text", "reference"],
-            "emotion_vector_order": list(EMOTIONS),
-            "max_input_chars": ctx.settings.max_text_chars,
-            "engine": ctx.engine_info(),  # no server paths
-        }
         created = int(time.time())
         data = [{"id": mid, "object": "model", "created": created, "owned_by": "realtime-tts",
-                 "capabilities": capabilities} for mid in MODEL_IDS]
+                 "capabilities": model_capabilities(ctx)} for mid in MODEL_IDS]
         return JSONResponse({"object": "list", "data": data})
 
     return [
-        Route("/v1/audio/speech", speech, methods=["POST"]),
-        Route("/audio/speech", speech, methods=["POST"]),
+        Route("/v1/audio/speech", speech_route(), methods=["POST"]),
+        # index-tts-vllm's OpenAI route answers a whole WAV file whatever was asked: the same
+        # defaults here (an explicit response_format or stream still wins).
+        Route("/audio/speech", speech_route(default_format="wav", default_stream=False), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ]
 

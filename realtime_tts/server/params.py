@@ -21,6 +21,7 @@ from starlette.types import Message, Receive
 from ..engine.base import EMOTIONS, SPEED_MAX, SPEED_MIN, Emotion, Voice
 from ..model.emotion import XIAOZHI_EMOTION_MAP, label_to_vector
 from ..model.emotion import normalize_emotion_vector as normalize_emotion
+from .capabilities import LanguageError, check_language
 from .http_errors import ApiError, input_error, invalid
 from .inputs import InputError, clean_string, loads_json
 
@@ -362,25 +363,16 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
 
 # --- language -------------------------------------------------------------------------------
 
-MAX_LANGUAGE_CHARS = 35  # a BCP 47 tag such as "zh-Hans-CN" fits easily
-
-
 def parse_language(ctx, fields: dict, param: str = "language") -> str | None:
     """``language``: None (absent, empty or ``auto``: the engine detects it), else a tag whose
     primary subtag (``en`` of ``en-US``) the engine speaks; 400 naming the supported ones."""
-    value = fields.get(param)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_LANGUAGE_CHARS:
-        raise invalid(f"'{param}' must be a string such as 'zh' or 'en'", param=param)
-    tag = value.strip()
-    if not tag or tag.lower() == "auto":
-        return None
-    supported = ctx.engine.languages if ctx.engine is not None else None
-    if supported is not None and tag.replace("_", "-").split("-")[0].lower() not in supported:
-        raise invalid(f"'{param}' {value!r} is not spoken by the {ctx.engine.name} engine; use one of "
-                      f"{', '.join(supported)} (or auto)", param=param, code="unsupported_language")
-    return tag
+    engine = ctx.engine
+    languages = engine.capabilities().languages if engine is not None else None
+    try:
+        return check_language(fields.get(param), languages, engine.name if engine is not None else "", param)
+    except LanguageError as e:
+        raise invalid(e.message, param=param, code="unsupported_language" if e.unsupported else "invalid_value") \
+            from None
 
 
 # --- speed ----------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ class SpeechStream:
 
     def __init__(self, ctx, options: SynthesisOptions, *, owner: str, encoder: EncoderFactory,
                  priority: int = REALTIME, flush_after_s: float | None = None, end_after_s: float | None = None,
-                 ack_on_read: bool = False, max_lead_s: float | None = None, paused: bool = False) -> None:
+                 ack_on_read: bool = False, max_lead_s: float | None = None, paused: bool = False,
+                 max_segment_chars: int | None = None) -> None:
         settings = ctx.settings
         self.options = options
         self.owner = owner
@@ -140,7 +141,8 @@ class SpeechStream:
         self._silence_s = settings.silence_ms / 1000
         self._max_lead_s = settings.max_lead_s if max_lead_s is None else max_lead_s
         self._ack_on_read = ack_on_read
-        self._splitter = IncrementalSplitter(settings.max_segment_chars, settings.first_clause_min_chars)
+        self._splitter = IncrementalSplitter(max_segment_chars or settings.max_segment_chars,
+                                             settings.first_clause_min_chars)
         self._items: collections.deque[_Segment | _Mark] = collections.deque()  # not yet read, in order
         self._unsubmitted: collections.deque[_Segment] = collections.deque()
         self._ahead = 0  # submitted and not yet read

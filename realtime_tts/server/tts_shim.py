@@ -3,7 +3,10 @@
 * ``POST /tts`` ``{"text", "character", ...}``: what xiaozhi-esp32-server's
   ``index_stream`` provider calls. Answers 200 with raw s16le mono 24 kHz PCM,
   chunked, one piece per sentence as soon as it is synthesized; errors are
-  non-200 JSON (the provider logs the body and ends the turn).
+  non-200 JSON (the provider logs the body and ends the turn). Stock index-tts-vllm
+  answers the same route with a whole WAV file: ``format: "wav"`` (body or query)
+  or the ``tts_route_format = "wav"`` setting gives that answer. A body with
+  ``tts_text`` is the original service's ``TTSRequest`` (``tts_request.py``).
 * ``POST /tts_url``: index-tts-vllm's v2 route (``spk_audio_path``,
   ``emo_control_method``, ``emo_vec``...); answers a complete WAV file.
 * ``GET /audio/voices``: index-tts-vllm's speaker listing, ``{"name": [preview URL]}`` (the tenant's
@@ -17,34 +20,58 @@ import time
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..engine.base import SynthesisOptions
+from . import capabilities, tts_request
+from .capabilities import Notice
 from .http_errors import api_endpoint, invalid
-from .http_speech import SpeechResponse, collect, first_sentence, start_speech
-from .openai_api import JSON_BODY_LIMIT, wav_file
+from .http_speech import SpeechResponse, first_sentence, start_speech, whole_wav
+from .openai_api import JSON_BODY_LIMIT
 from .params import parse_emotion, parse_language, parse_speed, read_json, require_text, resolve_voice
 from .voices import decode_clip, merge_clips
 
 log = logging.getLogger(__name__)
 
 SHIM_RATE = 24000  # the index_stream provider hard-codes 24 kHz
+ROUTE_FORMATS = ("pcm", "wav")
 
 
-def _options(ctx, fields: dict, voice_field: str) -> tuple[SynthesisOptions, dict]:
+def _options(ctx, fields: dict, voice) -> tuple[SynthesisOptions, dict]:
+    """The request's options (``voice`` already resolved) and the warning headers that go with them."""
     speed, warning = parse_speed(fields)
-    voice = resolve_voice(ctx, fields.get(voice_field), param=voice_field)
     emotion = parse_emotion(ctx, fields)
     language = parse_language(ctx, fields)
+    options = SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=language)
     headers = {"X-Speed-Clamped": f"{speed:g}", "Warning": f'299 realtime-tts "{warning}"'} if warning else {}
-    return SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=language), headers
+    headers |= capabilities.header(([Notice("speed_clamped", warning)] if warning else [])
+                                   + capabilities.engine_notices(ctx.engine, options))
+    return options, headers
+
+
+def _tts_options(ctx, fields: dict) -> tuple[SynthesisOptions, dict]:
+    name = "character" if "character" in fields else "voice"
+    return _options(ctx, fields, resolve_voice(ctx, fields.get(name), param=name))
+
+
+def route_format(ctx, fields: dict, query) -> str:
+    """What ``/tts`` answers: ``format`` in the body or the query, else ``tts_route_format``."""
+    value = fields.get("format", query.get("format"))
+    if value is None:
+        return ctx.settings.tts_route_format
+    if not isinstance(value, str) or value.lower() not in ROUTE_FORMATS:
+        raise invalid(f"'format' must be pcm (raw 24 kHz s16le, streamed) or wav (a whole WAV file), got "
+                      f"{str(value)[:40]!r}", param="format", code="unsupported_value")
+    return value.lower()
 
 
 def _tts_url_voice(ctx, fields: dict):
-    """index-tts-vllm v2 ``spk_audio_path`` or v1 ``audio_paths`` (several clips are joined)."""
-    if fields.get("spk_audio_path") is not None:
-        return resolve_voice(ctx, fields["spk_audio_path"], param="spk_audio_path")
+    """index-tts-vllm v2 ``spk_audio_path``, its current ``audio_path``, or v1 ``audio_paths``
+    (several clips are joined)."""
+    for name in ("spk_audio_path", "audio_path"):
+        if fields.get(name) is not None:
+            return resolve_voice(ctx, fields[name], param=name)
     paths = fields.get("audio_paths")
     if paths is None:
         return resolve_voice(ctx, fields.get("character") or fields.get("voice"), param="spk_audio_path")
@@ -62,14 +89,17 @@ def _tts_url_voice(ctx, fields: dict):
 
 
 def shim_routes(ctx) -> list[Route]:
-    metrics = ctx.metrics
 
     @api_endpoint
     async def tts(request: Request):
         fields = await read_json(request, JSON_BODY_LIMIT)
+        if tts_request.is_tts_request(fields):
+            return await tts_request.respond(ctx.for_request(request.scope), fields)
         text = require_text(fields, "text", ctx.settings.max_text_chars)
-        options, headers = await ctx.codec.run(_options, ctx.for_request(request.scope), fields,
-                                               "character" if "character" in fields else "voice")
+        answer = route_format(ctx, fields, request.query_params)
+        options, headers = await ctx.codec.run(_tts_options, ctx.for_request(request.scope), fields)
+        if answer == "wav":  # stock index-tts-vllm's answer: one WAV file at the model's rate
+            return await whole_wav(ctx, text, options, endpoint="tts", headers={**headers, "Cache-Control": "no-store"})
         t0 = time.monotonic()
         stream = await start_speech(ctx, text, options, endpoint="tts", container="pcm_s16le", sample_rate=SHIM_RATE)
         first = await first_sentence(ctx, stream, "tts")
@@ -84,21 +114,10 @@ def shim_routes(ctx) -> list[Route]:
         scoped = ctx.for_request(request.scope)
 
         def options():
-            opts, headers = _options(scoped, {k: v for k, v in fields.items() if k not in ("spk_audio_path", "audio_paths")},
-                                     "__none__")
-            return SynthesisOptions(voice=_tts_url_voice(scoped, fields), emotion=opts.emotion, speed=opts.speed,
-                                    language=opts.language), headers
+            return _options(scoped, fields, _tts_url_voice(scoped, fields))
 
         opts, headers = await ctx.codec.run(options)
-        rate = ctx.engine.sample_rate  # index-tts-vllm v2 answers at the model's own rate
-        t0 = time.monotonic()
-        stream = await start_speech(ctx, text, opts, endpoint="tts_url", container="pcm_s16le", sample_rate=rate,
-                                    whole_file=True)
-        first = await first_sentence(ctx, stream, "tts_url")
-        with metrics.connection("tts_url"):
-            pcm = await collect(ctx, stream, first, "tts_url")
-        metrics.observe_ttfa("tts_url", time.monotonic() - t0)
-        return Response(await ctx.codec.run(wav_file, pcm, rate), media_type="audio/wav", headers=headers)
+        return await whole_wav(ctx, text, opts, endpoint="tts_url", headers=headers)  # at the model's own rate
 
     @api_endpoint
     async def speakers(request: Request):

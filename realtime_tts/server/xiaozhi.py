@@ -54,7 +54,8 @@ from . import xiaozhi_protocol as proto
 from .http_errors import ApiError, invalid
 from .lifecycle import stream_of
 from .pacing import Pacer
-from .params import parse_emotion, parse_speed, require_text, resolve_voice
+from .capabilities import Notice, engine_notices
+from .params import parse_emotion, parse_language, parse_speed, require_text, resolve_voice
 from .speech import Failure, Sentence, SpeechStream, Tail
 from .xiaozhi_protocol import (FRAME_MS, SAMPLE_RATE, AudioFrame, DeviceError, FrameError, XiaozhiProtocol,
                                pack_audio, parse_version, unpack_audio)
@@ -87,11 +88,11 @@ class SpeakRequest:
     text: str
     options: SynthesisOptions
     emotion_label: str | None  # a xiaozhi label, also sent to the device as `llm.emotion`
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()  # what the server will not do as asked (clamped, ignored)
 
 
 def parse_speak(ctx, fields: dict, *, allow_empty: bool = False) -> SpeakRequest:
-    """``{text, voice?, emotion?, speed?}`` -> a request; bad fields raise ``ApiError``.
+    """``{text, voice?, emotion?, speed?, language?}`` -> a request; bad fields raise ``ApiError``.
 
     ``emotion`` as one of the xiaozhi ``llm.emotion`` labels uses the device mapping
     (``xiaozhi_emotion``, §5.1 item 10) and is echoed to the device; any other spelling goes
@@ -111,8 +112,9 @@ def parse_speak(ctx, fields: dict, *, allow_empty: bool = False) -> SpeakRequest
     else:
         emotion = parse_emotion(ctx, fields)
     speed, warning = parse_speed(fields)
-    options = SynthesisOptions(voice=voice, emotion=emotion, speed=speed)
-    return SpeakRequest(text, options, label, (warning,) if warning else ())
+    options = SynthesisOptions(voice=voice, emotion=emotion, speed=speed, language=parse_language(ctx, fields))
+    notices = [Notice("speed_clamped", warning)] if warning else []
+    return SpeakRequest(text, options, label, tuple(notices + engine_notices(ctx.engine, options)))
 
 
 class Turn:
@@ -288,8 +290,11 @@ class XiaozhiSession:
         headers, query = websocket.headers, websocket.query_params
         self.device_id = headers.get("device-id") or query.get("device-id") or ""
         self.client_id = headers.get("client-id") or query.get("client-id") or ""
+        engine = ctx.engine
         self.protocol = XiaozhiProtocol(headers.get("protocol-version") or query.get("protocol-version"),
-                                        max_message_bytes=1024 * 1024 + ctx.settings.max_upload_bytes * 4 // 3)
+                                        max_message_bytes=1024 * 1024 + ctx.settings.max_upload_bytes * 4 // 3,
+                                        languages=engine.capabilities().languages if engine is not None else None,
+                                        engine=engine.name if engine is not None else ctx.engine_name)
         self.current_turn: Turn | None = None
         self._turns: asyncio.Queue[Turn] = asyncio.Queue(MAX_QUEUED_TURNS)
         self._inband: Turn | None = None  # the open turn of in-band `speak` with flush:false
@@ -540,13 +545,13 @@ class XiaozhiSession:
                 if not isinstance(text, str):
                     raise invalid("'text' must be a string", param="text")
                 turn.push(text)
+                await self._perform(self.protocol.piece_warnings(fields))
                 if not more:
                     self._inband = None
                     turn.end()
                 return
             request = await self.ctx.codec.run(parse_speak, self.ctx, fields, allow_empty=more)
-            for warning in request.warnings:
-                await self.socket.send_json({"type": "warning", "code": "speed_clamped", "message": warning})
+            await self._perform(self.protocol.warned(list(request.warnings)))
             if more:
                 self._inband = self.open_turn(request.options, request.emotion_label)
                 self._inband.push(request.text)

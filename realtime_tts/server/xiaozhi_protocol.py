@@ -11,8 +11,12 @@ performs the actions it returns, in order:
   which is the next action, so a control-API call made right after it finds the device);
 * ``Listening(state, mode)``: the device sent ``listen``: turns may start;
 * ``Abort(reason)``: barge-in;
-* ``Speak(fields, more)``: an in-band ``speak``; the session parses the speech fields (voice,
-  emotion, speed need the voice library) and answers its errors with ``DeviceError``.
+* ``Speak(fields, more)``: an in-band ``speak``; its ``language`` is checked here (against the
+  engine's languages), the session parses the other speech fields (voice, emotion, speed need
+  the voice library), answers their errors with ``DeviceError`` and what the engine will not do
+  (``warned``: an ignored voice or emotion, a clamped speed) with ``warning`` messages. The
+  firmware logs a message type it does not know and goes on ("Unknown message type" in
+  ``Application::OnIncomingJson``), so ``warning`` and ``error`` are harmless to devices.
 
 Every text frame is read with the bounded reader (``inputs.loads_json``: size, depth, number
 length, lone surrogates, NFC) and every field the protocol uses is type-checked, so anything a
@@ -27,6 +31,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agent_protocol import OPTION_FIELDS
+from .capabilities import LanguageError, Notice, check_language
 from .inputs import InputError, loads_json
 
 SAMPLE_RATE = 24000  # downlink Opus rate we announce (the firmware default)
@@ -154,7 +160,10 @@ class XiaozhiProtocol:
     """One device connection's protocol state. Public: ``state``, ``version``, ``features``,
     ``uplink_audio_params``, ``listen_state``, ``listen_mode``, ``uplink_frames``, ``bad_frames``."""
 
-    def __init__(self, header_version: str | None = None, *, max_message_bytes: int = 1 << 20) -> None:
+    def __init__(self, header_version: str | None = None, *, max_message_bytes: int = 1 << 20,
+                 languages: tuple[str, ...] | None = None, engine: str = "engine") -> None:
+        self.languages = languages  # the engine's (Capabilities.languages; None: any language hint)
+        self.engine = engine
         self.state = AWAIT_HELLO
         self.version = 1
         self.features: dict = {}
@@ -225,6 +234,21 @@ class XiaozhiProtocol:
             return handler(self, message)
         except _FieldError as e:
             return [Send(DeviceError("invalid_field", str(e)).payload(), "xiaozhi_bad_message")]
+        except DeviceError as e:
+            return [Send(e.payload(), "xiaozhi_bad_message")]
+
+    def warned(self, notices: list[Notice]) -> list[Action]:
+        """What a speak asked that the server will not do, as ``warning`` messages."""
+        return [Send(n.payload()) for n in notices]
+
+    def piece_warnings(self, fields: dict) -> list[Action]:
+        """A later piece of an open in-band turn: its voice, emotion, speed or language cannot
+        change the turn (its first speak set them), and the device's gateway is told so."""
+        ignored = sorted(OPTION_FIELDS.intersection(fields))
+        if not ignored:
+            return []
+        return self.warned([Notice("settings_ignored", f"{', '.join(ignored)} only apply on a turn's first speak; "
+                                                       "ignored")])
 
     # --- messages -------------------------------------------------------------------------------
     def _first_message(self, message: Any) -> list[Action]:
@@ -263,6 +287,12 @@ class XiaozhiProtocol:
         flush = message.get("flush")
         if flush is not None and not isinstance(flush, bool):
             raise _FieldError("'flush' must be true or false")
+        try:
+            check_language(message.get("language"), self.languages, self.engine)
+        except LanguageError as e:
+            if not e.unsupported:
+                raise _FieldError(e.message) from None
+            raise DeviceError("unsupported_language", e.message) from None
         return [Speak(message, more=flush is False)]
 
     def _on_ping(self, message: dict) -> list[Action]:

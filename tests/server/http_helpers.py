@@ -39,6 +39,9 @@ class ToneEngine(Engine):
 
     name = "tone"
     sample_rate = ENGINE_RATE
+    # It takes every option (tests check they arrive): no ignored-option warnings.
+    clones_voices = True
+    emotion_sources = ("vector", "text", "reference")
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, SynthesisOptions]] = []

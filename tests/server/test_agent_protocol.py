@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from realtime_tts.server.capabilities import Notice
 from realtime_tts.server.agent_protocol import (MAX_CONTEXTS, AgentStreamProtocol, Cancel, Close, Configure, End,
                                                 Flush, Open, Push, Send, StreamError, audio_frame)
 
@@ -43,7 +44,7 @@ def test_config_is_checked_then_applied_when_the_session_confirms():
     assert isinstance(configure, Configure) and configure.fields == {"speed": 1.5}
     assert p.config.output.encoding == "pcm_s16le"  # nothing applied before the options resolve
     ready, warning = p.configured(configure.config, configure.fields, ready={"session_id": "s", "engine": "e"},
-                                  warning="clamped")
+                                  warnings=[Notice("speed_clamped", "clamped")])
     assert ready.payload == {"type": "ready", "session_id": "s", "engine": "e", "audio_transport": "base64",
                              "output": {"encoding": "opus", "sample_rate": 48000, "channels": 1, "frame_ms": 60},
                              "sentence_timestamps": False, "max_buffer_delay_ms": 50}
@@ -100,6 +101,42 @@ def test_refused_open_and_failed_context():
     open_context(p, "x", "ok")  # the id can be used again: it never opened
     assert error_of(p.failed("x", "synthesis_failed", "sentence 1 failed", index=1))["index"] == 1
     assert error_of(feed(p, type="flush", context_id="x"))["code"] == "context_ended"
+
+
+def test_language_is_checked_against_the_engines_languages():
+    p = protocol(languages=("zh", "en"), engine="espeak")
+    (configure,) = feed(p, type="config", language="en-US")
+    assert configure.fields == {"language": "en-US"}
+    (configure,) = feed(p, type="config", language="auto")
+    assert configure.fields == {"language": None}  # auto: the engine detects it
+    error = error_of(feed(p, type="config", language="fr"))
+    assert error["code"] == "unsupported_language" and error["param"] == "language"
+    assert "espeak" in error["message"] and "zh, en" in error["message"]
+    error = error_of(feed(p, type="text", context_id="t", text="Bonjour.", language="fr-FR"))
+    assert (error["code"], error["context_id"]) == ("unsupported_language", "t")
+    assert "t" not in p.contexts and not p._opening  # nothing opened: the id is free
+    assert error_of(feed(p, type="text", context_id="t", text="Hi.", language=["en"]))["code"] == "invalid_field"
+    assert open_context(p, "t", "你好。", language="zh")[0].payload["type"] == "context_started"
+    warning, push = feed(p, type="text", context_id="t", text="More.", language="fr")
+    assert warning.payload["code"] == "settings_ignored" and "language" in warning.payload["message"]
+    (open_,) = feed(protocol(), type="text", context_id="u", text="Hi.", language="xx")  # None: any hint
+    assert open_.fields == {"language": "xx"}
+
+
+def test_warnings_follow_ready_and_context_started():
+    p = protocol()
+    (configure,) = feed(p, type="config", voice="alice")
+    notices = [Notice("voice_ignored", "the espeak engine cannot clone a voice"),
+               Notice("emotion_ignored", "the espeak engine has no emotion control")]
+    ready, *warnings = p.configured(configure.config, configure.fields, ready={"session_id": "s"}, warnings=notices)
+    assert ready.payload["type"] == "ready"
+    assert [w.payload for w in warnings] == [{"type": "warning", "code": n.code, "message": n.message}
+                                            for n in notices]
+    (open_,) = feed(p, type="text", context_id="t", text="Hi.", voice="alice")
+    started, warning, push = p.opened("t", open_, warnings=notices[:1])
+    assert started.payload["type"] == "context_started" and push == Push("t", "Hi.")
+    assert warning.payload == {"type": "warning", "code": "voice_ignored", "context_id": "t",
+                               "message": notices[0].message}
 
 
 def test_limits():
@@ -163,10 +200,11 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8)
 IDS = st.sampled_from(["a", "b", "c", "", None, 7, "x" * 129])
+LANGUAGES = st.sampled_from(["zh", "en-US", "fr", "auto", "", "x" * 40]) | JSON
 MESSAGE = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "context_id": IDS},
                           optional={"text": st.text(max_size=30) | JSON, "end": st.booleans() | JSON,
-                                    "speed": JSON, "voice": JSON}),
+                                    "speed": JSON, "voice": JSON, "language": LANGUAGES}),
     st.fixed_dictionaries({"type": st.sampled_from(["flush", "end", "cancel"]), "context_id": IDS},
                           optional={"flush_id": JSON}),
     st.fixed_dictionaries({"type": st.just("config")},
@@ -174,7 +212,8 @@ MESSAGE = st.one_of(
                               "encoding": st.sampled_from(["opus", "pcm_s16le", "mp3"]) | JSON,
                               "sample_rate": st.sampled_from([16000, 24000, 44100]) | JSON,
                               "frame_ms": st.sampled_from([20, 25]) | JSON}) | JSON,
-                              "audio_transport": JSON, "max_buffer_delay_ms": JSON, "sentence_timestamps": JSON}),
+                              "audio_transport": JSON, "max_buffer_delay_ms": JSON, "sentence_timestamps": JSON,
+                              "language": LANGUAGES}),
     st.fixed_dictionaries({"type": JSON | st.sampled_from(["keepalive", "speak"])}),
     JSON,
 ).map(json.dumps) | st.text(max_size=40)
@@ -184,7 +223,7 @@ SESSION = st.sampled_from(["open", "refuse", "done", "fail", "retire"])
 
 @given(st.lists(st.tuples(MESSAGE, SESSION), max_size=25))
 def test_random_sequences_keep_the_rules(steps):
-    p = protocol(max_text_chars=40)
+    p = protocol(max_text_chars=40, languages=("zh", "en"), engine="espeak")
     final: set[str] = set()  # contexts that got `cancelled`, `done` or an error: nothing may follow
     playing: list[str] = []
     for frame, answer in steps:
@@ -205,13 +244,18 @@ def test_random_sequences_keep_the_rules(steps):
                 assert action.context_id in p.contexts and action.context_id not in final
             elif isinstance(action, Open):
                 assert action.context_id not in p.contexts
+                language = action.fields.get("language")  # only a language the engine speaks gets through
+                assert language is None or language.replace("_", "-").split("-")[0].lower() in ("zh", "en"), action.fields
                 if answer == "refuse":
                     actions += p.refused(StreamError("voice_not_found", "no", action.context_id))
                 else:
                     actions += p.opened(action.context_id, action)
                     playing.append(action.context_id)
             elif isinstance(action, Configure):
-                actions += p.configured(action.config, action.fields, ready={"session_id": "s"})
+                language = action.fields.get("language")
+                assert language is None or language.replace("_", "-").split("-")[0].lower() in ("zh", "en"), action.fields
+                actions += p.configured(action.config, action.fields, ready={"session_id": "s"},
+                                        warnings=[Notice("voice_ignored", "not used")])
         if playing and answer in ("done", "fail"):
             cid = playing[0]
             for a in (p.done(cid, audio_ms=0, sentences=0) if answer == "done" else p.failed(cid, "x", "y")):

@@ -13,6 +13,7 @@ Needs Debian's chromium (``apt-get install -y chromium``, which ``make test`` tr
 (otherwise the screenshots go to the test's tmp dir).
 """
 
+import functools
 import json
 import os
 import shutil
@@ -252,6 +253,33 @@ def test_honest_notice_on_an_engine_that_cannot_clone(page):
     page.wait_for_function("() => !document.getElementById('notice').hidden")
     notice = page.text_content("#notice")
     assert notice.startswith("The espeak engine speaks with its own built-in voice") and "not used" in notice
+    assert "uploaded voices and emotion are kept but not used" in notice
+
+
+def fulfill(route, request=None, *, body: str) -> None:
+    route.fulfill(status=200, content_type="application/json", body=body)
+
+
+def test_the_notice_follows_the_capability_fields(browser, server):
+    """Not the engine's name: an "espeak" that clones but has no emotion gets the emotion notice only,
+    and one that does both gets none."""
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        for caps, expected in (({"voice_cloning": True, "emotion": []}, "The espeak engine has no emotion control: "
+                                                                        "emotion is kept but not used."),
+                               ({"voice_cloning": True, "emotion": ["vector"]}, None)):
+            info = {"name": "espeak", "sample_rate": 22050, "languages": ["zh", "en"], "speed": [0.5, 2.0], **caps}
+            body = json.dumps({"status": "ok", "ready": True, "engine": "espeak", "queue_depth": 0, "engine_info": info})
+            page.route("**/health", functools.partial(fulfill, body=body))
+            page.goto(server[0] + "/")
+            page.wait_for_function("() => window.rtts !== undefined && window.rtts.engine !== null")
+            if expected is None:
+                assert page.is_hidden("#notice")
+            else:
+                assert page.text_content("#notice").startswith(expected)
+            page.unroute("**/health")
+    finally:
+        page.close()
 
 
 def test_phone_width(browser, server, tmp_path):

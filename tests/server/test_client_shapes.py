@@ -8,13 +8,18 @@ Client versions (the code the requests were copied from):
 * pipecat @ acead050 (v1.7.0-771), src/pipecat/services/openai/tts.py (OpenAITTSService.run_tts).
 * livekit-agents @ da6af86a, livekit-plugins-openai 1.7.0, livekit/plugins/openai/tts.py
   (ChunkedStream._run: parses by Content-Type, reports ``request_id``).
+* index-tts-vllm @ 5e123d0 (Ksuriuri/index-tts-vllm), api_example.py: ``requests.post(url, json=data)``
+  and ``response.content`` written to a .wav file, for ``/tts_url`` (example 1), ``/tts`` (example 2)
+  and ``/audio/speech`` (example 3); its api_server.py answers all three with a whole WAV (``audio/wav``).
 (py-xiaozhi's OTA and socket are in test_ota.py; the openai SDK itself in test_openai_sdk.py.)
 """
 
 import asyncio
 import base64
+import io
 import json
 import sys
+import wave
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,11 +38,12 @@ TEXT = "你好，今天天气很好。Take sunglasses."
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """One open server and one with API keys, both with the voice ``jay_klee``."""
+    """One open server, one with API keys and one answering /tts like index-tts-vllm (WAV), all with
+    the voice ``jay_klee``."""
     out = {}
     stack = []
-    for name, keys in (("open", []), ("keys", [KEY])):
-        ctx = make_ctx(tmp_path_factory.mktemp(name), ToneEngine(), api_keys=keys)
+    for name, keys, extra in (("open", [], {}), ("keys", [KEY], {}), ("vllm", [], {"tts_route_format": "wav"})):
+        ctx = make_ctx(tmp_path_factory.mktemp(name), ToneEngine(), api_keys=keys, **extra)
         ctx.voices.add(tone_wav(1.0), voice_id="jay_klee")
         cm = live_server(ctx)
         out[name] = cm.__enter__()
@@ -187,3 +193,57 @@ def test_livekit_openai_tts(servers, model, fmt):
         else:
             decoded, rate = decode_any(audio)
             assert len(decoded) > 0.5 * rate
+
+
+# --- index-tts-vllm: its own example client ----------------------------------------------------------
+
+def index_tts_vllm_example(url: str, data: dict, out: Path) -> bool:
+    """api_example.py's examples 2 and 3: POST the JSON, write response.content to a .wav file."""
+    response = requests.post(url, json=data)
+    if response.status_code == 200:
+        with open(out, "wb") as f:
+            f.write(response.content)
+        return True
+    return False
+
+
+def playable_wav(path: Path) -> tuple[int, float]:
+    with wave.open(str(path)) as w:  # a strict reader: exact sizes, PCM
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        frames = w.getnframes()
+        assert len(w.readframes(frames)) == frames * 2
+        return w.getframerate(), frames / w.getframerate()
+
+
+def test_index_tts_vllm_example_client(servers, tmp_path):
+    # Example 1, /tts_url with its current single `audio_path` (here a voice id: server paths are off).
+    out1 = tmp_path / "output_example1.wav"
+    assert index_tts_vllm_example(servers["open"] + "/tts_url", {"text": "还是会想你，还是想登你",
+                                                                "audio_path": "jay_klee"}, out1)
+    assert playable_wav(out1)[0] == 22050
+    # Example 2 against a server started with tts_route_format = "wav": the file it saves plays.
+    out = tmp_path / "output_example2.wav"
+    assert index_tts_vllm_example(servers["vllm"] + "/tts", {"text": "还是会想你，还是想登你", "character": "jay_klee"},
+                                  out)
+    rate, seconds = playable_wav(out)
+    assert rate == 22050 and seconds == pytest.approx(0.05 * 11, abs=0.01)  # the engine's rate, as theirs
+    # The default server keeps raw PCM for index_stream; a user of the example can ask per request.
+    assert index_tts_vllm_example(servers["open"] + "/tts?format=wav", {"text": "好的。", "character": "jay_klee"}, out)
+    assert playable_wav(out)[0] == 22050
+    # Example 3, the OpenAI route without /v1: a whole WAV whatever the server's settings.
+    for base in (servers["open"], servers["vllm"]):
+        out3 = tmp_path / "output_example3.wav"
+        assert index_tts_vllm_example(base + "/audio/speech", {"model": "tts-1", "input": "这是一个示例",
+                                                              "voice": "jay_klee"}, out3)
+        assert playable_wav(out3)[1] == pytest.approx(0.05 * 6, abs=0.02)
+
+
+def test_index_stream_provider_unchanged_beside_a_wav_default(servers):
+    """A server set to answer /tts with WAV still serves the index_stream provider raw PCM when its
+    api_url says so (format=pcm in the query)."""
+    status, pcm = asyncio.run(index_stream(servers["vllm"] + "/tts?format=pcm", TEXT))
+    assert status == 200 and pcm[:4] != b"RIFF" and len(pcm) > 48000
+    status, body = asyncio.run(index_stream(servers["vllm"] + "/tts", TEXT))
+    assert status == 200 and body[:4] == b"RIFF"
+    with wave.open(io.BytesIO(body)) as w:
+        assert w.getframerate() == 22050

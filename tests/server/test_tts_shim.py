@@ -137,3 +137,55 @@ def test_audio_voices_lists_speakers_like_speaker_json(client, ctx):
     assert listing["jay_klee"] == ["/v1/audio/voices/jay_klee/audio"]  # a URL of ours, never a server path
     assert str(ctx.settings.data_dir) not in client.get("/audio/voices").text
     assert json.loads(json.dumps(listing)) == listing
+
+
+# --- /tts: raw PCM (index_stream) or a whole WAV (stock index-tts-vllm) ---------------------------
+
+def wav_of(r) -> tuple[int, int]:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/wav" and r.content[:4] == b"RIFF"
+    assert r.headers["content-length"] == str(len(r.content))  # one whole file, not a stream
+    with wave.open(io.BytesIO(r.content)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        return w.getframerate(), w.getnframes()
+
+
+def test_tts_answers_a_wav_per_request(client, engine):
+    text = "Hello there. Second one."
+    frames = int(0.05 * len("Hello there.") * 22050) + int(0.05 * len("Second one.") * 22050) + int(0.1 * 22050)
+    for kw in ({"params": {"format": "wav"}}, {"json_extra": {"format": "WAV"}}):
+        body = {"text": text, "character": "jay_klee", **kw.get("json_extra", {})}
+        r = client.post("/tts", json=body, params=kw.get("params"))
+        rate, n = wav_of(r)
+        assert rate == 22050 and n == pytest.approx(frames, abs=2)  # the engine's rate, like index-tts-vllm
+        assert r.headers["x-sample-rate"] == "22050"
+    r = client.post("/tts", json={"text": text, "character": "jay_klee", "format": "pcm"})
+    assert r.headers["content-type"] == "application/octet-stream" and r.content[:4] != b"RIFF"
+    for bad in ("mp3", 7, ["wav"]):
+        r = client.post("/tts", json={"text": text, "format": bad})
+        assert r.status_code == 400 and (error_of(r)["code"], error_of(r)["param"]) == ("unsupported_value", "format")
+    r = client.post("/tts", json={"text": text}, params={"format": "flac"})
+    assert r.status_code == 400 and error_of(r)["param"] == "format"
+
+
+def test_tts_route_format_setting(tmp_path, engine):
+    ctx = make_ctx(tmp_path, engine, tts_route_format="wav")
+    ctx.voices.add(tone_wav(1.0), voice_id="jay_klee")
+    with client_for(ctx) as client:
+        assert wav_of(client.post("/tts", json={"text": "Hi.", "character": "jay_klee"}))[0] == 22050
+        r = client.post("/tts", json={"text": "Hi.", "character": "jay_klee"}, params={"format": "pcm"})
+        assert r.headers["content-type"] == "application/octet-stream" and r.headers["x-sample-rate"] == "24000"
+    from realtime_tts.config import ConfigError, Settings
+    with pytest.raises(ConfigError, match="tts_route_format"):
+        Settings(tts_route_format="mp3").validate()
+
+
+def test_audio_speech_alias_answers_a_whole_wav_like_index_tts_vllm(client):
+    r = client.post("/audio/speech", json={"model": "tts-1", "input": "Hello there.", "voice": "jay_klee"})
+    rate, n = wav_of(r)
+    assert rate == 24000 and n == int(0.05 * len("Hello there.") * 24000)
+    # The OpenAI route itself keeps OpenAI's default (mp3, streamed); an explicit choice wins on both.
+    r = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello there.", "voice": "jay_klee"})
+    assert r.headers["content-type"] == "audio/mpeg" and "content-length" not in r.headers
+    r = client.post("/audio/speech", json={"input": "Hello there.", "response_format": "pcm", "stream": True})
+    assert r.headers["content-type"] == "audio/pcm" and "content-length" not in r.headers

@@ -46,7 +46,9 @@ async def test_speak_list_and_abort(tmp_path):
             assert first.status_code == 202
             assert waited.status_code == 200, waited.text
             assert waited.json()["state"] == "done" and waited.json()["queued_ahead"] == 1
-            assert "speed" in waited.json()["warnings"][0]
+            (warning,) = waited.json()["warnings"]
+            assert warning["code"] == "speed_clamped" and "speed" in warning["message"]
+            assert waited.headers["x-tts-warning"].startswith('speed_clamped="speed 9 is outside')
             assert [(await dev.next_turn(5)).sentences for _ in range(2)] == [["One more."], ["And the last."]]
 
             # abort over HTTP: the device hears tts stop, the long turn is cut

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from realtime_tts.server.capabilities import Notice
 from realtime_tts.server.xiaozhi_protocol import (BAD_FRAME_REPORT_EVERY, AWAIT_HELLO, CLOSED, OPEN, Abort, Close,
                                                   Listening, Opened, Send, Speak, XiaozhiProtocol, pack_audio)
 
@@ -17,8 +18,8 @@ DEEP = "[" * 100_000 + "]" * 100_000
 HUGE = "1" * 5000
 
 
-def opened(header=None, **hello) -> XiaozhiProtocol:
-    p = XiaozhiProtocol(header)
+def opened(header=None, languages=None, **hello) -> XiaozhiProtocol:
+    p = XiaozhiProtocol(header, languages=languages, engine="espeak")
     assert p.connect() == []
     actions = p.receive_text(json.dumps({**HELLO, **hello}))
     assert [type(a) for a in actions] == [Opened, Send] and p.state == OPEN
@@ -96,6 +97,27 @@ def test_every_message_type_after_hello():
     assert hello.message["type"] == "hello" and p.features == {"aec": True}
 
 
+def test_speak_language_is_checked_against_the_engines_languages():
+    p = opened(languages=("zh", "en"))
+    (speak,) = p.receive_text('{"type": "speak", "text": "Hi.", "language": "en-GB"}')
+    assert isinstance(speak, Speak) and speak.fields["language"] == "en-GB"
+    assert isinstance(p.receive_text('{"type": "speak", "text": "Hi.", "language": "auto"}')[0], Speak)
+    error = only_error(p.receive_text('{"type": "speak", "text": "Salut.", "language": "fr"}'))
+    assert error["code"] == "unsupported_language" and "espeak" in error["message"] and "zh, en" in error["message"]
+    assert only_error(p.receive_text('{"type": "speak", "text": "Hi.", "language": 7}'))["code"] == "invalid_field"
+    assert isinstance(opened().receive_text('{"type": "speak", "text": "Hi.", "language": "fr"}')[0], Speak)
+
+
+def test_warnings_are_messages_the_firmware_ignores():
+    p = opened()
+    notices = [Notice("voice_ignored", "the espeak engine cannot clone a voice")]
+    assert p.warned(notices) == [Send({"type": "warning", "code": "voice_ignored", "message": notices[0].message})]
+    assert p.warned([]) == []
+    (piece,) = p.piece_warnings({"type": "speak", "text": "more", "voice": "v", "speed": 2, "flush": False})
+    assert piece.message["code"] == "settings_ignored" and piece.message["message"].startswith("speed, voice only")
+    assert p.piece_warnings({"type": "speak", "text": "more"}) == []
+
+
 @pytest.mark.parametrize("frame, code, words", [
     ("this is not json", "invalid_json", "not valid JSON"),
     ("[1, 2]", "invalid_message", "object"),
@@ -142,7 +164,7 @@ JSON = st.recursive(
     max_leaves=12)
 TYPES = st.sampled_from(["hello", "listen", "abort", "speak", "ping", "mcp", "iot", "goodbye", "", "HELLO"])
 FIELDS = st.sampled_from(["state", "mode", "text", "reason", "flush", "features", "audio_params", "version",
-                          "transport", "payload", "voice", "speed", "emotion"])
+                          "transport", "payload", "voice", "speed", "emotion", "language"])
 MESSAGES = st.one_of(
     st.builds(lambda t, extra: json.dumps({"type": t, **extra}), TYPES, st.dictionaries(FIELDS, JSON, max_size=4)),
     JSON.map(json.dumps),
@@ -180,10 +202,15 @@ def test_random_input_before_and_after_hello_never_raises(frames):
 
 @given(st.lists(MESSAGES, min_size=1, max_size=12))
 def test_after_hello_every_text_frame_gets_at_most_an_answer_and_never_closes(frames):
-    p = opened()
+    p = opened(languages=("zh", "en"))
     for frame in frames:
         actions = p.receive_text(frame)
         check_actions(p, actions)
+        for speak in (a for a in actions if isinstance(a, Speak)):  # only a language the engine speaks
+            language = speak.fields.get("language")
+            assert language is None or isinstance(language, str) and (
+                language.strip().lower() in ("", "auto")
+                or language.strip().replace("_", "-").split("-")[0].lower() in ("zh", "en")), speak.fields
         assert not any(isinstance(a, Close) for a in actions) and p.state == OPEN
         assert len(actions) <= 1
 

@@ -41,8 +41,9 @@ def test_our_side_only_when_oracle_venv_absent(compare, tmp_path, capsys):
         assert not row["stop_emitted"]
         assert all(row[s] > 0 for s in STAGES)
         assert row["total"] >= row["gpt"] + row["s2mel"] + row["vocoder"]
+        assert 0 < row["gpt_generate"] <= row["gpt"] and row["gpt_cond"] == 0.0  # conditioning cached per voice
         assert row["audio_s"] > 0
-    assert set(ours["mean"]) == set(STAGES)
+    assert set(ours["mean"]) == set(STAGES) | {"gpt_cond", "gpt_generate"}
     assert ours["threads"] == 1 and ours["text_tokens"] > 0
     assert res["config"]["tokens"] == 6 and res["config"]["cfm_steps"] == 2
     # the JSON line and the file carry the same result

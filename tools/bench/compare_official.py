@@ -31,7 +31,9 @@ branch (as in tools/golden); at ``--size tiny`` the golden's width patches are a
 
 Stage times. Ours: the engine's own per-stage timers. Official: spies around its modules, so both
 sides cut the pipeline at the same places: gpt = ``merge_emovec`` + ``inference_speech`` (what the
-official ``gpt_gen_time`` covers), gpt_latent = the GPT forward pass (``gpt_forward_time``),
+official ``gpt_gen_time`` covers), split into cond (the official ``merge_emovec`` and
+``get_conditioning``, recomputed on every call; ours caches both per voice, so 0) and generate (the
+Hugging Face ``generate`` call; ours: ``generate()``, prefill and decode loop), gpt_latent = the GPT forward pass (``gpt_forward_time``),
 s2mel = from the end of that pass to the vocoder call (``s2mel_time``: gpt_layer, codec embedding,
 length regulator, CFM), vocoder = the BigVGAN call; total = the whole ``infer`` / ``run`` call.
 On CUDA the spies synchronize the device, as our engine's timers do.
@@ -78,6 +80,10 @@ DEFAULT_OFFICIAL_PYTHON = "/work/venvs/official/bin/python"
 DEFAULT_OFFICIAL_REPO = "/work/official/index-tts-1eafa93"
 TINY_CHECKPOINTS = ROOT / "tests" / "fixtures" / "pipeline" / "checkpoints"
 STAGES = ("gpt", "gpt_latent", "s2mel", "vocoder", "total")
+# inside the gpt stage: speaker/emotion conditioning recomputed per call (official: merge_emovec and
+# get_conditioning; ours: none, it is cached per voice) and the decoding itself (official: the Hugging
+# Face generate; ours: generate(), prefill and decode loop)
+GPT_PARTS = ("gpt_cond", "gpt_generate")
 DEFAULT_TEXT = "Hello there, this is a quick benchmark sentence for the speech pipeline."
 BUILD_MARKER = "compare_official.json"
 
@@ -222,8 +228,9 @@ def _patch_official_runtime(size: str) -> None:
     _golden().patch_wetext()
 
 
-def official_worker(job: dict) -> dict:
-    """Time the official ``IndexTTS2.infer`` (runs in the oracle venv)."""
+def official_worker(job: dict, serve: bool = False) -> dict:
+    """Time the official ``IndexTTS2.infer`` (runs in the oracle venv); ``serve``: one call per
+    seed read from stdin (``--interleave``)."""
     ckpt = Path(job["checkpoints"])
     _official_env(ckpt, job["threads"])
     import torch
@@ -269,8 +276,10 @@ def official_worker(job: dict) -> dict:
     def latent_done(out, now):
         rec["latent_end"] = now
 
-    tts.gpt.merge_emovec = timed("gpt", tts.gpt.merge_emovec)
+    tts.gpt.merge_emovec = timed("gpt", timed("gpt_cond", tts.gpt.merge_emovec))
     tts.gpt.inference_speech = timed("gpt", tts.gpt.inference_speech, count_codes)
+    tts.gpt.get_conditioning = timed("gpt_cond", tts.gpt.get_conditioning)
+    tts.gpt.inference_model.generate = timed("gpt_generate", tts.gpt.inference_model.generate)
     tts.gpt.forward = timed("gpt_latent", tts.gpt.forward, latent_done)  # nn.Module.__call__ -> self.forward
     vocoder = tts.bigvgan
 
@@ -305,17 +314,24 @@ def official_worker(job: dict) -> dict:
             sr, wav = tts.infer(job["ref"], job["text"], None, max_mel_tokens=job["tokens"],
                                 num_beams=job["beams"], suppress_tokens=[stop, start])
         sync()
-        row = {**{s: acc.get(s, 0.0) for s in STAGES[:-1]}, "total": time.perf_counter() - t,
+        row = {**{s: acc.get(s, 0.0) for s in STAGES[:-1] + GPT_PARTS}, "total": time.perf_counter() - t,
                "codes": rec["codes"], "stop_emitted": rec["stop"], "audio_s": wav.shape[0] / sr}
         quiet.seek(0)
         quiet.truncate()
         return row
 
+    meta = {"load_s": load_s, "text_tokens": text_tokens, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "device": device}
+    if serve:  # --interleave: one call per seed read from stdin, until "quit"
+        print("READY " + json.dumps(meta), flush=True)
+        for line in sys.stdin:
+            if line.strip() == "quit":
+                break
+            print("RESULT " + json.dumps(call(int(line))), flush=True)
+        return meta
     warm = call(job["seed"])
     reps = [call(job["seed"] + 1 + i) for i in range(job["reps"])]
-    return {"load_s": load_s, "warmup": warm, "reps": reps, "text_tokens": text_tokens,
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": device}
+    return {**meta, "warmup": warm, "reps": reps}
 
 
 def torch_threads() -> int:
@@ -326,8 +342,9 @@ def torch_threads() -> int:
 
 # ----------------------------------------------------------------------------- project-venv side
 
-def our_side(job: dict) -> dict:
-    """Time our engine on the same checkpoint directory (runs in the project venv)."""
+def our_side(job: dict, before_each=None) -> dict:
+    """Time our engine on the same checkpoint directory (runs in the project venv).
+    ``before_each(seed)`` runs before each of our calls (``--interleave``: the official call)."""
     import hashlib
 
     import torch
@@ -373,7 +390,11 @@ def our_side(job: dict) -> dict:
     real_generate = eng_mod.generate
 
     def counting_generate(*a, **kw):
+        sync()
+        t = time.perf_counter()
         gen = real_generate(*a, **kw)
+        sync()
+        counted["gpt_generate"] = counted.get("gpt_generate", 0.0) + time.perf_counter() - t
         counted["codes"] = counted.get("codes", 0) + sum(int(c.numel()) for c in gen.codes)
         counted["stop"] = counted.get("stop", False) or any(bool(s) for s in gen.stopped)
         return gen
@@ -381,9 +402,12 @@ def our_side(job: dict) -> dict:
     eng_mod.generate = counting_generate
     try:
         def counted_call(seed: int) -> dict:
+            if before_each is not None:
+                before_each(seed)
             counted.clear()
             row = call(seed)
             row["codes"], row["stop_emitted"] = counted["codes"], counted["stop"]
+            row["gpt_generate"], row["gpt_cond"] = counted["gpt_generate"], 0.0  # conditioning: cached per voice
             return row
 
         warm = counted_call(job["seed"])
@@ -426,6 +450,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"python of the oracle venv (default {DEFAULT_OFFICIAL_PYTHON})")
     ap.add_argument("--official-repo", type=Path, default=Path(DEFAULT_OFFICIAL_REPO))
     ap.add_argument("--skip-official", action="store_true", help="time our engine only")
+    ap.add_argument("--interleave", action="store_true",
+                    help="both sides loaded at once, calls alternating official/ours (fair under a varying "
+                         "machine load; needs the memory of both)")
     ap.add_argument("--official-timeout", type=float, default=3600.0, help="seconds before the official side "
                                                                               "is abandoned (default 3600)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
@@ -461,6 +488,41 @@ def _run_worker(a: argparse.Namespace, mode: str, payload: dict, threads: int) -
         raise RuntimeError(f"official-venv {mode} failed (exit {proc.returncode}):\n{tail}")
     results = [ln[len("RESULT "):] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     return json.loads(results[-1]) if results else None
+
+
+def interleaved(a: argparse.Namespace, job: dict) -> tuple[dict, dict]:
+    """Both sides loaded, calls alternating (official, ours) with the same seeds: a change of the
+    machine's load hits both sides alike."""
+    env = dict(os.environ, PYTHONPATH=str(a.official_repo), OMP_NUM_THREADS=str(a.threads),
+               MKL_NUM_THREADS=str(a.threads))
+    proc = subprocess.Popen(_official_cmd(a, "official_serve", job), env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+    def reply(prefix: str) -> dict:
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix):])
+        raise RuntimeError(f"official-venv worker ended (exit {proc.wait()}) before sending {prefix.strip()}")
+
+    rows: list[dict] = []
+
+    def official_call(seed: int) -> None:
+        proc.stdin.write(f"{seed}\n")
+        proc.stdin.flush()
+        rows.append(reply("RESULT "))
+
+    try:
+        print("interleaved: loading the official side ...", flush=True)
+        meta = reply("READY ")
+        print("interleaved: loading our side; then official, ours, official, ... calls", flush=True)
+        ours = our_side(job, before_each=official_call)
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        proc.wait(timeout=a.official_timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return {**meta, "warmup": rows[0], "reps": rows[1:]}, ours
 
 
 def official_unavailable(a: argparse.Namespace) -> str | None:
@@ -507,15 +569,16 @@ def summarize(side: dict | None) -> dict | None:
     if side is None:
         return None
     reps = side["reps"]
-    side["mean"] = {s: statistics.mean(r[s] for r in reps) for s in STAGES}
-    side["min"] = {s: min(r[s] for r in reps) for s in STAGES}
+    parts = [p for p in GPT_PARTS if all(p in r for r in reps)]  # absent from files of older runs
+    side["mean"] = {s: statistics.mean(r[s] for r in reps) for s in (*STAGES, *parts)}
+    side["min"] = {s: min(r[s] for r in reps) for s in (*STAGES, *parts)}
     side["audio_s"] = statistics.mean(r["audio_s"] for r in reps)
     side["rtf"] = side["mean"]["total"] / side["audio_s"] if side["audio_s"] else None
     return side
 
 
 def _ratio(off: dict, ours: dict) -> dict:
-    return {s: off[s] / ours[s] if ours[s] > 0 else None for s in STAGES}
+    return {s: off[s] / ours[s] if ours.get(s, 0) > 0 and s in off else None for s in (*STAGES, *GPT_PARTS)}
 
 
 def print_table(res: dict) -> None:
@@ -532,8 +595,10 @@ def print_table(res: dict) -> None:
     print(head)
     print("-" * len(head))
     ratio, ratio_min = res["ratio"] or {}, res.get("ratio_min") or {}
-    for s in STAGES:
-        print(f"{s:<11} {fmt(off['mean'][s] if off else None):>13} {fmt(off['min'][s] if off else None):>8} "
+    rows = [s for s in ("gpt", *GPT_PARTS, *STAGES[1:]) if s in ours["mean"]]
+    for s in rows:
+        label = f" {s[4:]}" if s in GPT_PARTS else s  # the parts print indented under gpt
+        print(f"{label:<11} {fmt(off['mean'].get(s) if off else None):>13} {fmt(off['min'].get(s) if off else None):>8} "
               f"{ours['mean'][s]:10.3f} {ours['min'][s]:8.3f} {fmt(ratio.get(s), '.2f'):>11} "
               f"{fmt(ratio_min.get(s), '.2f'):>10}")
     print("ratio = official seconds / our seconds (> 1: ours is faster); min = fastest rep (least CPU noise)")
@@ -570,15 +635,18 @@ def run(argv: list[str] | None = None) -> dict:
                "cfm_steps": a.cfm_steps, "beams": a.beams, "reps": a.reps, "threads": a.threads, "device": a.device,
                "dtype": a.dtype, "our_dtype": a.our_dtype or a.dtype, "seed": a.seed}
         official = None
-        if skip is None:
+        if skip is None and a.interleave:
+            official, ours = interleaved(a, job)
+        elif skip is None:
             t = time.perf_counter()
             print("official side ...", flush=True)
             official = _run_worker(a, "official", job, a.threads)
             print(f"official side done in {time.perf_counter() - t:.0f} s", flush=True)
-        t = time.perf_counter()
-        print("our side ...", flush=True)
-        ours = our_side(job)
-        print(f"our side done in {time.perf_counter() - t:.0f} s", flush=True)
+        if skip is not None or not a.interleave:
+            t = time.perf_counter()
+            print("our side ...", flush=True)
+            ours = our_side(job)
+            print(f"our side done in {time.perf_counter() - t:.0f} s", flush=True)
     official, ours = summarize(official), summarize(ours)
     ratio = ratio_min = None
     if official is not None:
@@ -603,10 +671,12 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] in ("--_build", "--_official"):  # oracle-venv worker modes
+    if len(sys.argv) == 3 and sys.argv[1] in ("--_build", "--_official", "--_official_serve"):  # oracle-venv workers
         payload = json.loads(sys.argv[2])
         if sys.argv[1] == "--_build":
             build_checkpoint(Path(payload["dest"]), payload["size"], Path(payload["repo"]))
+        elif sys.argv[1] == "--_official_serve":
+            official_worker(payload, serve=True)
         else:
             print("RESULT " + json.dumps(official_worker(payload)), flush=True)
         return

@@ -11,7 +11,8 @@ Writes into the output folder:
   text_frontend.json    official TextNormalizer / TextTokenizer / segmentation results
   tiny_gpt.safetensors  official UnifiedVoice state dict at a tiny config (fp16-exact values,
                         stored as fp16; official key layout)
-  gpt_golden.safetensors + gpt_golden.json   inputs and outputs of the official model
+  gpt_golden.safetensors + gpt_golden.json   inputs and outputs of the official model, and the
+                        official logits processing (top-k/top-p off) on the first decode steps
   full_shapes.json      key -> shape of the FULL official UnifiedVoice (checkpoints/config.yaml,
                         built on the meta device) and the config's gpt section
 
@@ -263,8 +264,57 @@ def gpt_golden(out: Path, text_ids: dict) -> None:
                 emo, cond_mel_lengths=full(spk), emo_cond_mel_lengths=full(emo), emo_vec=emovec,
                 use_speed=torch.zeros(1).long())
             meta["runs"][name] = run
+        meta["processed"] = processed_scores(model, t, spk, emo, text_ids["zh"], common)
     save_file({k: v.contiguous() for k, v in t.items()}, str(out / "gpt_golden.safetensors"))
     (out / "gpt_golden.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+PROCESSED_STEPS = 6
+
+
+def processed_scores(model, t: dict, spk, emo, ids: list, common: dict) -> dict:
+    """The official logits processing with top-k and top-p off (``top_k=0, top_p=1``), so that only
+    the repetition penalty and the temperature act and the penalty's effect is seen directly (with
+    top-k 30 the penalised codes mostly fall out of the candidates whatever the penalty). The
+    processor list that the vendored ``generate`` builds is wrapped; for the first steps of a beam
+    sample run and a plain sample run, its input ids, input scores and output scores are stored."""
+    from indextts.gpt import transformers_generation_utils as tgu
+
+    build = tgu.GenerationMixin._get_logits_processor
+    steps: list = []
+    names: list = []
+
+    def recording(self, *a, **kw):
+        processors = build(self, *a, **kw)
+        names[:] = [type(p).__name__ for p in processors]
+
+        def call(input_ids, scores, **kw2):
+            out = processors(input_ids, scores, **kw2)
+            if len(steps) < PROCESSED_STEPS:
+                steps.append((input_ids.clone(), scores.clone(), out.clone()))
+            return out
+
+        return call
+
+    runs = {"beam": dict(num_beams=3, length_penalty=0.0), "sample": dict(num_beams=1)}
+    meta = {}
+    tgu.GenerationMixin._get_logits_processor = recording
+    try:
+        for mode, kw in runs.items():
+            steps.clear()
+            torch.manual_seed(7)
+            model.inference_speech(spk, torch.tensor([ids], dtype=torch.int32), emo, **common, do_sample=True,
+                                   top_k=0, top_p=1.0, temperature=0.8, repetition_penalty=10.0,
+                                   max_generate_length=PROCESSED_STEPS + 2, **kw)
+            for i, (input_ids, scores, out) in enumerate(steps):
+                t[f"processed.{mode}.{i}.input_ids"] = input_ids
+                t[f"processed.{mode}.{i}.scores"] = scores
+                t[f"processed.{mode}.{i}.out"] = out
+            meta[mode] = {"steps": len(steps), "processors": list(names), "top_k": 0, "top_p": 1.0,
+                          "temperature": 0.8, "repetition_penalty": 10.0, **kw}
+    finally:
+        tgu.GenerationMixin._get_logits_processor = build
+    return meta
 
 
 def full_shapes(out: Path) -> None:

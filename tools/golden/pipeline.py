@@ -126,6 +126,19 @@ CASES = [
      "kwargs": {"emo_audio_prompt": "emotion_16k.wav", "emo_alpha": 0.6}},
 ]
 
+# A long text for the official segment split at infer()'s default limit (120 tokens): with the
+# tiny BPE its first segment is exactly 120 tokens, so 119 or 121 would split it differently.
+_SENTENCES = ["你好。今天天气很好！我们去公园吧？好的，走吧。", "Hello there. How are you? I am fine, thanks! And you.",
+              "这是1024元的手机，你要吗？", "速度是10km/h。", "See you at 8:00 AM.", "他说：“走吧。”然后离开了。",
+              "我爱你！", "I love you!"]
+LONG_TEXT = "今天是个好日子天，" + "".join(_SENTENCES * 4)
+# code counts whose official mel frame counts are recorded (the S2M length rule, ``code_lens * 1.72``)
+FRAME_COUNTS = list(range(1, 301)) + [511, 1000, 1499, 1500]
+
+
+class _Stop(Exception):
+    """Ends a probe run of the official infer() once it has shown what it was asked."""
+
 
 # ----------------------------------------------------------------------------- patches
 
@@ -335,6 +348,9 @@ def run_official(out: Path) -> None:
     gen = tts.gpt.inference_speech
 
     def spy_gen(*a, **kw):
+        record["gen_kwargs"] = {k: v for k, v in kw.items() if not hasattr(v, "shape")}
+        if record.get("probe"):
+            raise _Stop
         codes, latent = gen(*a, **kw)
         record["codes"] = codes.clone()
         return codes, latent
@@ -351,9 +367,19 @@ def run_official(out: Path) -> None:
 
     def spy_emb(*a, **kw):
         record["w2v_calls"] += 1
-        return get_emb(*a, **kw)
+        feat = get_emb(*a, **kw)
+        record["w2v_feat"] = feat
+        return feat
+
+    semantic_model = tts.semantic_model
+
+    def spy_w2v(*a, **kw):
+        out = semantic_model(*a, **kw)
+        record["hidden_states"] = out.hidden_states
+        return out
 
     tts.get_emb = spy_emb
+    tts.semantic_model = spy_w2v
     tensors, meta = {}, {"max_mel_tokens": MAX_MEL_TOKENS, "cases": []}
     for case in CASES:
         kwargs = dict(case["kwargs"])
@@ -365,6 +391,9 @@ def run_official(out: Path) -> None:
                                 max_mel_tokens=MAX_MEL_TOKENS, **kwargs))
         assert len(chunks) == 2, f"expected one segment and its silence, got {len(chunks)} chunks"
         wav = chunks[0][0] / 32767.0
+        if "silence" in tensors:
+            assert torch.equal(chunks[1], tensors["silence"]), "the official silence chunk changed between cases"
+        tensors["silence"] = chunks[1].float().contiguous()  # the official pipeline's own gap
         codes = record["codes"][0]
         stop = TINY_GPT["stop_mel_token"]
         n = int((codes == stop).nonzero()[0]) if bool((codes == stop).any()) else codes.numel()
@@ -375,7 +404,7 @@ def run_official(out: Path) -> None:
         # transformers 4.52's Wav2Vec2BertEncoder draws one torch.rand per layer per call (its
         # layerdrop check runs even in eval mode): conditioning computed inside infer() advances the
         # global RNG before the GPT samples. The test replays these draws on its generator.
-        meta["cases"].append({**case, "w2v_calls": record["w2v_calls"],
+        meta["cases"].append({**case, "w2v_calls": record["w2v_calls"], "gen_kwargs": record["gen_kwargs"],
                               "w2v_layers": TINY_W2V["num_hidden_layers"], "codes": n,
                               "stopped": n < codes.numel(), "samples": wav.numel(),
                               "tokens": tts.tokenizer.convert_tokens_to_ids(tts.tokenizer.tokenize(case["text"]))})
@@ -385,8 +414,95 @@ def run_official(out: Path) -> None:
     tensors["speaker.style"] = tts.cache_s2mel_style[0].contiguous()
     tensors["speaker.prompt_condition"] = tts.cache_s2mel_prompt[0].contiguous()
     tensors["speaker.ref_mel"] = tts.cache_mel[0].contiguous()
+    meta["sample_rate"] = 22050  # BigVGAN's rate: what infer_v2 passes as sampling_rate for the silence
+    meta["w2v_layer"] = tapped_layer(record)
+    meta.update(probe_defaults(tts, out, record))
+    meta["code_frames"] = probe_frames(tts, out, record)
     save_file(tensors, str(out / "golden.safetensors"))
     (out / "golden.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def tapped_layer(record: dict) -> int:
+    """Which w2v-BERT hidden state the official get_emb returned (after its stats normalisation):
+    the one hidden state that its output is an affine image of."""
+    import torch
+
+    feat = record["w2v_feat"][0]
+    hits = []
+    for i, h in enumerate(record["hidden_states"]):
+        h = h[0]
+        # feat = (h - mean) / std per channel: undo it with a least-squares fit per channel
+        x = torch.stack([h, torch.ones_like(h)], -1).transpose(0, 1)  # [C, T, 2]
+        sol = torch.linalg.lstsq(x.double(), feat.transpose(0, 1).double().unsqueeze(-1)).solution
+        if float((x.double() @ sol).squeeze(-1).sub(feat.transpose(0, 1).double()).abs().max()) < 1e-4:
+            hits.append(i)
+    assert len(hits) == 1, f"get_emb output matches hidden states {hits}"
+    return hits[0]
+
+
+def probe_defaults(tts, out: Path, record: dict) -> dict:
+    """The official infer() as a user calls it (no generation arguments) on LONG_TEXT: its segment
+    split (``max_text_tokens_per_segment`` default) and the keyword arguments it passes to
+    ``inference_speech`` (sampling defaults); stopped before generating (the tiny GPT could not
+    hold the default 1500 codes)."""
+    split = tts.tokenizer.split_segments
+    seen: dict = {}
+
+    def spy_split(tokens, max_tokens, *a, **kw):
+        segs = split(tokens, max_tokens, *a, **kw)
+        seen["max_tokens"], seen["segments"] = max_tokens, segs
+        return segs
+
+    tts.tokenizer.split_segments = spy_split
+    record["probe"] = True
+    try:
+        tts.infer(str(out / "speaker_24k.wav"), LONG_TEXT, None)
+        raise AssertionError("the probe was not stopped")
+    except _Stop:
+        pass
+    finally:
+        record["probe"] = False
+        tts.tokenizer.split_segments = split
+    ids = [tts.tokenizer.convert_tokens_to_ids(s) for s in seen["segments"]]
+    print(f"defaults: {record['gen_kwargs']}; {LONG_TEXT[:20]}...: segments of {[len(s) for s in ids]} tokens")
+    return {"default_gen_kwargs": record["gen_kwargs"],
+            "long_text": {"text": LONG_TEXT, "max_text_tokens_per_segment": seen["max_tokens"], "segments": ids}}
+
+
+def probe_frames(tts, out: Path, record: dict) -> list[list[int]]:
+    """Mel frames the official pipeline generates for n codes, n in FRAME_COUNTS: infer() runs with
+    the GPT replaced by n fixed codes and a zero latent (the tiny GPT holds at most 120 codes) up to
+    the length regulator, whose ``ylens`` is recorded; nothing after it runs."""
+    import torch
+
+    gen, gpt_forward, regulator = tts.gpt.inference_speech, tts.gpt.forward, tts.s2mel.models["length_regulator"]
+    state: dict = {}
+
+    def fixed_codes(*a, **kw):
+        return torch.full((1, state["n"]), 5, dtype=torch.long), None
+
+    def zero_latent(*a, **kw):
+        return torch.zeros(1, state["n"], TINY_GPT["model_dim"])
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, ylens=None, **kw):
+            state["frames"] = int(ylens[0])
+            raise _Stop
+
+    tts.gpt.inference_speech, tts.gpt.forward, tts.s2mel.models["length_regulator"] = fixed_codes, zero_latent, Spy()
+    rows = []
+    try:
+        for n in FRAME_COUNTS:
+            state["n"] = n
+            try:
+                tts.infer(str(out / "speaker_24k.wav"), "Hello there, how are you?", None)
+            except _Stop:
+                rows.append([n, state["frames"]])
+    finally:
+        tts.gpt.inference_speech, tts.gpt.forward = gen, gpt_forward
+        tts.s2mel.models["length_regulator"] = regulator
+    assert len(rows) == len(FRAME_COUNTS)
+    return rows
 
 
 def main() -> None:

@@ -24,8 +24,13 @@ Batching (``DecodePool``): requests join a running decode at any step boundary a
 as they finish or are dropped, so new requests never wait for a batch to end. The pool's KV cache
 ([layers, rows, heads, max_len, head_dim]) outlives requests and grows only when a longer one
 arrives; each request owns a block of rows, each row its own positions and slots; the decode step
-runs every row with fixed shapes except the attended span. Beam search moves cache rows between
-beams of the same request only.
+runs every row with fixed shapes except the attended span. Beam search keeps each beam in a row
+of its request's block (read best-first through an index) and copies a row's history only when
+two new beams continue the same beam.
+
+Per step the loop keeps its state on the device: rows' slots, positions and code counts advance
+in place, the request set is re-read only when it changes, and the only host sync is the one
+read of the chosen codes (and, for beams, their scores), plus reading a sequence that ends.
 
 Duration control (``target_codes``, not official): the v2 checkpoint has no duration input (its
 two speed slots are constant), so the decoder itself is constrained: the stop token is masked
@@ -35,7 +40,7 @@ until exactly ``target_codes`` codes exist, and generation ends there.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
@@ -178,6 +183,43 @@ class Hypotheses:
         return sorted(self.beams, key=lambda x: x[0])[-1]
 
 
+def place_beams(sources: list[int], rows: list[int], copies: list[tuple[int, int]]) -> list[int]:
+    """Cache rows (of a request's ``rows``) for its new beams, best first, which continue the beams
+    in rows ``sources``: the first continuation of a row stays in it (nothing moves); a second one
+    of the same row takes a row that nobody continues, and its history is to be copied there
+    (``copies`` gets (destination, source)). Sources are never overwritten, so copies need no order."""
+    placed: list[int | None] = []
+    taken = set()
+    for src in sources:
+        placed.append(None if src in taken else src)
+        taken.add(src)
+    spare = [row for row in rows if row not in taken]
+    for j, src in enumerate(sources):
+        if placed[j] is None:
+            placed[j] = spare.pop(0)
+            copies.append((placed[j], src))
+    return placed
+
+
+def beam_candidates(r: "DecodeRequest", cand: list[float], scores: list[float], vocab: int, stop: int,
+                    history: torch.Tensor) -> list[tuple[int, float, int]]:
+    """The continuations (source row, score, code) of request ``r``'s next beams, from its sampled
+    candidates (ids over beams x vocab, best first): a stop among the best ``beams`` closes a
+    hypothesis (its history read from ``history``), other stops are skipped."""
+    nb = len(r.beam_rows)
+    picked: list[tuple[int, float, int]] = []
+    for rank, (c, s) in enumerate(zip(cand, scores)):
+        row, tok = r.beam_rows[int(c) // vocab], int(c) % vocab
+        if tok == stop:
+            if rank < nb:
+                r.hyps.add(history[row, : r.step].tolist(), s, r.step + 1, stopped=True)
+        else:
+            picked.append((row, s, tok))
+        if len(picked) == nb:
+            break
+    return picked
+
+
 # ---- the decode pool: continuous batching ---------------------------------------------
 
 class PoolFull(RuntimeError):
@@ -198,6 +240,7 @@ class DecodeRequest:
     codes: torch.Tensor | None = None  # when finished: [L] long, stop token excluded
     stopped: bool = False  # finished by a stop token (False: by its budget)
     forbid: tuple[int, ...] = ()  # codes it may never choose (forced code counts in benchmarks)
+    beam_rows: list[int] = field(default_factory=list)  # cache row of each beam, best beam first
 
 
 class DecodePool:
@@ -237,8 +280,11 @@ class DecodePool:
         self.seen = torch.zeros(rows, cfg.number_mel_codes, dtype=torch.bool, device=dev)
         self.history = torch.zeros(rows, self.max_codes, dtype=torch.long, device=dev)
         self.beam_scores = torch.zeros(rows, device=dev)
+        self.live = torch.zeros_like(self.tokens)  # 1 on the rows of requests in the pool
+        self.step_of = torch.zeros_like(self.tokens)  # codes each row has chosen so far
         self.requests: dict[int, DecodeRequest] = {}  # by block
         self.free = list(range(capacity))
+        self._active: tuple[list[DecodeRequest], torch.Tensor | slice] | None = None  # see _active_rows
 
     @property
     def max_len(self) -> int:
@@ -249,6 +295,19 @@ class DecodePool:
 
     def _rows(self, r: DecodeRequest) -> range:
         return range(r.block * self.beams, (r.block + 1) * self.beams)
+
+    def _active_rows(self) -> tuple[list[DecodeRequest], torch.Tensor | slice]:
+        """The requests in the pool (block order) and their cache rows: a slice when the blocks are
+        consecutive (row state is then read through views, not gathered), else an index tensor.
+        Kept until a request joins or leaves."""
+        if self._active is None or self.beams > 1:  # beams change rows every step
+            active = [self.requests[k] for k in sorted(self.requests)]
+            rows = [row for r in active for row in r.beam_rows]
+            if rows == list(range(rows[0], rows[-1] + 1)):
+                self._active = active, slice(rows[0], rows[-1] + 1)
+            else:
+                self._active = active, torch.tensor(rows, device=self.tokens.device)
+        return self._active
 
     # ---- joining and leaving --------------------------------------------------------
 
@@ -289,10 +348,15 @@ class DecodePool:
         first = torch.zeros(nb, device=emb.device)
         first[1:] = -1e9  # only beam 0 is live at first: the beams start identical
         self.beam_scores[rows] = first.repeat(b)
+        # where code 0 goes once chosen (the decode step after it advances both by one: see step)
         self.slots[rows] = lengths
+        self.positions[rows] = mel_position(0, self.params.hf_position_quirk)
+        self.live[rows] = 1
+        self.step_of[rows] = 0
+        self._active = None
         out = []
         for k, tag, n, budget, g, ban in zip(blocks, tags, lengths_l, budgets, generators, forbid):
-            r = DecodeRequest(tag, k, n, budget, g, forbid=ban,
+            r = DecodeRequest(tag, k, n, budget, g, forbid=ban, beam_rows=list(range(k * nb, (k + 1) * nb)),
                               hyps=Hypotheses(nb, self.params.length_penalty) if nb > 1 else None)
             self.requests[k] = r
             out.append(r)
@@ -308,10 +372,11 @@ class DecodePool:
         rows = self._rows(r)
         # an idle row still runs in the decode step: keep its inputs in range (it writes slot 0 of
         # its own row, which the next prefill overwrites)
-        for t in (self.tokens, self.positions, self.slots):
+        for t in (self.tokens, self.positions, self.slots, self.live, self.step_of):
             t[rows.start : rows.stop] = 0
         self.free.append(r.block)
         self.free.sort()
+        self._active = None
 
     def _finish(self, r: DecodeRequest, codes: list[int], stopped: bool, done: list[DecodeRequest]) -> None:
         r.codes = torch.tensor(codes, dtype=torch.long)
@@ -326,9 +391,8 @@ class DecodePool:
         first) and run the decode step for the rest."""
         if not self.requests:
             return []
-        active = [self.requests[k] for k in sorted(self.requests)]
-        rows = torch.tensor([row for r in active for row in self._rows(r)], device=self.logits.device)
-        scores = self.logits[rows]
+        active, rows = self._active_rows()
+        scores = self.logits[rows]  # a view when the rows are consecutive: edited in place, then replaced
         if self.params.target_codes is not None:
             scores[:, self.model.cfg.stop_mel_token] = float("-inf")  # duration control: only the budget ends it
         for a, r in enumerate(active):
@@ -339,22 +403,26 @@ class DecodePool:
             self._beam_step(active, rows, scores, done)
         else:
             self._single_step(active, rows, scores, done)
-        live = [r for r in active if r.codes is None]
-        if live:
-            slots = [r.prompt_length + r.step - 1 for r in live]  # where each fed-back code goes
-            live_rows = torch.tensor([row for r in live for row in self._rows(r)], device=rows.device)
-            self.slots[live_rows] = torch.tensor(slots, device=rows.device).repeat_interleave(self.beams)
-            pos = [mel_position(r.step - 1, self.params.hf_position_quirk) for r in live]
-            self.positions[live_rows] = torch.tensor(pos, device=rows.device).repeat_interleave(self.beams)
-            out = self.model.decode_step(self.tokens, self.positions, self.slots, self.cache, max(slots) + 1)
-            self.logits.copy_(out)
+        if self.requests:
+            # each live row feeds its new code back at slot prompt_length + step - 1 and mel
+            # position mel_position(step - 1): what admit set for step 1, advanced once per step
+            span = max(r.prompt_length + r.step for r in self.requests.values())
+            self.logits = self.model.decode_step(self.tokens, self.positions, self.slots, self.cache, span).float()
+            self.slots += self.live
+            self.positions += self.live
+        self.step_of += self.live
         return done
 
-    def _record(self, rows: torch.Tensor, steps: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Rows [N] chose ``tokens`` [N] as their code number ``steps`` [N]: history, the
+    def _record(self, rows: torch.Tensor | slice, tokens: torch.Tensor) -> None:
+        """Rows [N] (an index or a slice) chose ``tokens`` [N] as their next code: history, the
         repetition penalty's seen set, and the next decode step's input."""
-        self.history[rows, steps] = tokens
-        self.seen[rows, tokens] = True
+        steps = self.step_of[rows]  # codes each row had before this one
+        if isinstance(rows, slice):  # views: write through them
+            self.history[rows].scatter_(1, steps[:, None], tokens[:, None])
+            self.seen[rows].scatter_(1, tokens[:, None], True)
+        else:
+            self.history[rows, steps] = tokens
+            self.seen[rows, tokens] = True
         self.tokens[rows] = tokens
 
     def _single_step(self, active, rows, scores, done) -> None:
@@ -365,10 +433,10 @@ class DecodePool:
             tokens = repetition_penalty(scores, seen, p.repetition_penalty).argmax(-1)
         else:
             probs = process(scores, seen, p, min_keep=1).softmax(-1)
-            tokens = torch.empty(len(active), dtype=torch.long, device=rows.device)
+            tokens = torch.empty(len(active), dtype=torch.long, device=probs.device)
             for a, r in enumerate(active):  # [1, V] like a batch of one: the same draw from the same stream
                 tokens[a] = torch.multinomial(probs[a : a + 1], 1, generator=r.generator)[0, 0]
-        self._record(rows, torch.tensor([r.step for r in active], device=rows.device), tokens)
+        self._record(rows, tokens)
         tokens_l = tokens.tolist()  # the step's one host sync
         for r, tok in zip(active, tokens_l):
             r.step += 1
@@ -383,52 +451,51 @@ class DecodePool:
         scores = process(F.log_softmax(scores, dim=-1), self.seen[rows], p, min_keep=2)
         total = (scores + self.beam_scores[rows, None]).view(len(active), nb * vocab)
         probs = total.softmax(-1)
-        cand = torch.empty(len(active), 2 * nb, dtype=torch.long, device=rows.device)  # max(2, 1 + stop ids) * beams
+        cand = torch.empty(len(active), 2 * nb, dtype=torch.long, device=probs.device)  # max(2, 1 + stop ids) * beams
         for a, r in enumerate(active):
             cand[a : a + 1] = torch.multinomial(probs[a : a + 1], 2 * nb, generator=r.generator)
-        cand_scores = torch.gather(total, -1, cand)
-        cand_scores, order = torch.sort(cand_scores, descending=True, dim=1)
-        cand_l, score_l = torch.gather(cand, -1, order).tolist(), cand_scores.tolist()
-        dst, src, tok_l, new_scores, moved = [], [], [], [], []
+        cand_scores, order = torch.sort(torch.gather(total, -1, cand), descending=True, dim=1)
+        # one host sync for ids and scores (ids < 2**24 are exact in float64, as are fp32 scores)
+        cand_l, score_l = torch.stack((torch.gather(cand, -1, order).double(), cand_scores.double())).tolist()
+        new_rows, copies, picks, moved = [], [], [], []
         for a, r in enumerate(active):
-            base, step = r.block * nb, r.step
-            picked: list[tuple[int, float, int]] = []  # (source row, score, token)
-            for rank, (c, s) in enumerate(zip(cand_l[a], score_l[a])):
-                row, tok = base + c // vocab, c % vocab
-                if tok == stop:
-                    if rank < nb:  # a stop among the best closes a hypothesis
-                        r.hyps.add(self.history[row, :step].tolist(), s, step + 1, stopped=True)
-                else:
-                    picked.append((row, s, tok))
-                if len(picked) == nb:
-                    break
+            step = r.step
+            picked = beam_candidates(r, cand_l[a], score_l[a], vocab, stop, self.history)
             r.step += 1
             if r.hyps.is_done(score_l[a][0], step + 1):
                 self._finish(r, *r.hyps.best()[1:], done)
                 continue
-            for j, (row, s, tok) in enumerate(picked):
-                dst.append(base + j)
-                src.append(row)
-                tok_l.append(tok)
-                new_scores.append(s)
+            r.beam_rows = place_beams([row for row, _, _ in picked], r.beam_rows, copies)
+            new_rows += r.beam_rows
+            picks += [(tok, s) for _, s, tok in picked]
             moved.append(r)
         if not moved:
             return
-        dev = rows.device
-        d, s_ = torch.tensor(dst, device=dev), torch.tensor(src, device=dev)
-        tokens = torch.tensor(tok_l, device=dev)
-        if dst != src:  # beams take over the histories they continue
-            self.history[d] = self.history[s_]
-            self.seen[d] = self.seen[s_]
-            self.cache.move(d, s_, max(r.prompt_length + r.step - 1 for r in moved))
-        self._record(d, torch.tensor([r.step - 1 for r in moved], device=dev).repeat_interleave(nb), tokens)
-        self.beam_scores[d] = torch.tensor(new_scores, device=dev)
+        self._continue_beams(moved, new_rows, copies, picks)
         for m, r in enumerate(moved):  # a budget that ends here keeps the live beams as candidates
             if r.step >= r.budget:
-                live = self.history[r.block * nb : (r.block + 1) * nb, : r.step].tolist()
+                live = self.history[r.beam_rows, : r.step].tolist()
                 for j in range(nb):
-                    r.hyps.add(live[j], new_scores[m * nb + j], r.step, stopped=False)
+                    r.hyps.add(live[j], picks[m * nb + j][1], r.step, stopped=False)
                 self._finish(r, *r.hyps.best()[1:], done)
+
+    def _continue_beams(self, moved, rows: list[int], copies: list[tuple[int, int]], picks) -> None:
+        """The new beams of the ``moved`` requests sit in cache ``rows`` (best first per request)
+        with the picked (code, score); rows that continue another row's beam take over its
+        history, seen set and cache first."""
+        dev = self.tokens.device
+        if copies:
+            dst = torch.tensor([d for d, _ in copies], device=dev)
+            src = torch.tensor([s for _, s in copies], device=dev)
+            self.history[dst] = self.history[src]
+            self.seen[dst] = self.seen[src]
+            used = max(r.prompt_length + r.step - 1 for r in moved)
+            for d, s in copies:
+                self.cache.copy_row(d, s, used)
+        index = torch.tensor(rows, device=dev)
+        picked = torch.tensor(picks, dtype=torch.float64, device=dev)  # [N, 2]: code, score (one copy)
+        self._record(index, picked[:, 0].long())
+        self.beam_scores[index] = picked[:, 1].to(self.beam_scores.dtype)
 
 
 @torch.inference_mode()

@@ -41,6 +41,7 @@ class KVCache:
         self.k = torch.zeros(layers, rows, heads, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.rows = torch.arange(rows, device=device)[:, None]  # [R, 1], row index for slot writes
+        self.slot_ids = torch.arange(max_len, device=device)  # [S], for step masks without a new arange
 
     @property
     def max_len(self) -> int:
@@ -55,12 +56,13 @@ class KVCache:
             new = old.new_zeros(old.shape[:3] + (max_len, old.size(4)))
             new[:, :, :, : old.size(3)] = old
             setattr(self, name, new)
+        self.slot_ids = torch.arange(max_len, device=self.k.device)
 
-    def move(self, dst: torch.Tensor, src: torch.Tensor, used: int) -> None:
-        """Rows ``dst`` [N] take the history (slots 0..used-1) of rows ``src`` [N], all read before
-        any is written (beam search: a beam continues another beam's sequence)."""
+    def copy_row(self, dst: int, src: int, used: int) -> None:
+        """Row ``dst`` takes the history (slots 0..used-1) of row ``src`` (beam search: a beam
+        continues another beam's sequence), copied in place."""
         for cache in (self.k, self.v):
-            cache[:, dst, :, :used] = cache[:, src, :, :used]
+            cache[:, dst, :, :used].copy_(cache[:, src, :, :used])
 
 
 class LayerCache(NamedTuple):
@@ -170,7 +172,8 @@ def prompt_mask(lengths: torch.Tensor, t: int, s: int) -> torch.Tensor:
     return mask.unsqueeze(1)
 
 
-def step_mask(slots: torch.Tensor, s: int) -> torch.Tensor:
-    """[B, 1, 1, S]: a decode step at ``slots`` [B] sees every slot up to and including its own."""
-    k = torch.arange(s, device=slots.device)
+def step_mask(slots: torch.Tensor, s: int, slot_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, 1, 1, S]: a decode step at ``slots`` [B] sees every slot up to and including its own
+    (``slot_ids``: a prebuilt ``arange`` of at least S, e.g. the cache's)."""
+    k = torch.arange(s, device=slots.device) if slot_ids is None else slot_ids[:s]
     return (k[None, :] <= slots[:, None])[:, None, None, :]

@@ -182,7 +182,7 @@ class UnifiedVoice(nn.Module):
         alone. ``positions`` must stay below ``cfg.mel_positions`` and ``slots`` below ``span``
         (the decode pool guarantees both; nothing here reads values back to the host)."""
         x = self._mel_embed(codes, positions).unsqueeze(1)  # [R, 1, C]
-        h = self.gpt(x, step_mask(slots, span or cache.max_len), cache, slots.unsqueeze(1))
+        h = self.gpt(x, step_mask(slots, span or cache.max_len, cache.slot_ids), cache, slots.unsqueeze(1))
         return self.logits(h[:, 0])
 
     def compile_decode_step(self) -> None:

@@ -12,7 +12,7 @@ const stats = (window.rtts = {
   framesReceived: 0, bytesReceived: 0, buffersScheduled: 0, samplesScheduled: 0, sourcesActive: 0,
   sentences: [], sentenceStartsMs: [], current: -1, heardMs: 0, turnSamples: 0, firstFrameMs: null, ttfaMs: null, state: "idle",
   lastError: null, cancelSent: 0, cancelledAcks: 0, doneCount: 0, droppedFrames: 0, ready: false,
-  previewPlays: 0, replays: 0, downloads: 0, engine: null,
+  previewPlays: 0, replays: 0, downloads: 0, engine: null, warnings: [],
 });
 
 const player = new Player();
@@ -55,15 +55,21 @@ function saveFile(blob, name) {
 // ---- health: engine facts, the honest notice, languages ------------------------------------------
 function showEngine(info) {
   stats.engine = info;
+  // The engine's capability fields (/health engine_info): what it does with a voice and an emotion.
   const notice = $("notice");
-  if (info.clones_voices === false) {
-    notice.textContent = `The ${info.name} engine speaks with its own built-in voice: uploaded voices and ` +
-      "emotion are kept but not used. Install the IndexTTS2 weights (realtime-tts download) to clone voices.";
+  const noEmotion = Array.isArray(info.emotion) && info.emotion.length === 0;
+  const unused = [info.voice_cloning === false && "uploaded voices", noEmotion && "emotion"].filter(Boolean);
+  if (unused.length) {
+    notice.textContent = (info.voice_cloning === false
+      ? `The ${info.name} engine speaks with its own built-in voice: `
+      : `The ${info.name} engine has no emotion control: `) +
+      `${unused.join(" and ")} ${unused.length > 1 ? "are" : "is"} kept but not used. ` +
+      "Install the IndexTTS2 weights (realtime-tts download) to clone voices and use emotions.";
     notice.hidden = false;
   } else {
     notice.hidden = true;
   }
-  const languages = info.languages || (info.voices || []).map((v) => (v.startsWith("cmn") ? "zh" : v.split("-")[0]));
+  const languages = info.languages || [];
   const select = $("language");
   if (languages.length && select.options.length === 1) {
     for (const lang of languages) select.add(new Option(lang, lang));
@@ -394,8 +400,11 @@ function onEvent(msg, resolveReady) {
     case "error":
       setError(`${msg.code}: ${msg.message}`);
       break;
+    case "warning": // e.g. voice_ignored: the notice above already says why
+      stats.warnings.push(msg.code);
+      break;
     default:
-      break; // flushed, sentence_end, warning... are not needed here
+      break; // flushed, sentence_end... are not needed here
   }
 }
 

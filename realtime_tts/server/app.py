@@ -46,7 +46,7 @@ def health_routes(ctx: ServerContext) -> list[Route]:
         body = {"status": "ok" if ready else "loading", "ready": ready, "engine": name,
                 "queue_depth": ctx.executor.queue_depth}
         if ready:
-            body["engine_info"] = ctx.engine.describe()
+            body["engine_info"] = ctx.engine_info()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return [Route("/health", health, methods=["GET"])]
@@ -72,7 +72,8 @@ def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     return uvicorn.Config(app, **{**options, **overrides})
 
 
-def create_app(ctx: ServerContext) -> Starlette:
+def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -> Starlette:
+    """The app; ``inner_middleware`` runs after auth (so it sees the request's principal)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         started = time.monotonic()
@@ -123,6 +124,7 @@ def create_app(ctx: ServerContext) -> Starlette:
     if ctx.lifecycle is None:
         ctx.lifecycle = Lifecycle.for_context(ctx)
     middleware = [Middleware(RequestIdMiddleware),  # the id also on 401s and drain refusals
-                  Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings)]
+                  Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings),
+                  *inner_middleware]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers=exception_handlers(), lifespan=lifespan)

@@ -65,6 +65,15 @@ def _record_segment(ctx: ServerContext):
     return hook
 
 
+async def share_conditioning(ctx: ServerContext) -> None:
+    """With a store other machines read (S3), the engine keeps per-voice conditioning there too,
+    so a replica that meets a voice for the first time loads it instead of recomputing it."""
+    store = getattr(ctx.voices, "store", None)
+    share = getattr(ctx.engine, "share_conditioning", None)
+    if store is not None and store.shared and share is not None:
+        await asyncio.to_thread(share, store)
+
+
 def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
     options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
@@ -79,6 +88,7 @@ def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -
         started = time.monotonic()
         if ctx.engine is None:
             ctx.executor.engine = await asyncio.to_thread(ctx.load_engine)
+        await share_conditioning(ctx)
         await asyncio.to_thread(ctx.engine.warmup)
         if ctx.engine.needs_voice and not ctx.settings.default_voice and not len(ctx.voices or ()):
             log.warning("the %s engine clones voices and the voice library is empty: requests must name a voice "

@@ -144,6 +144,9 @@ class VoiceStore(ABC):
     """Bytes by key, and the voice layout on top. Subclasses: ``LocalVoiceStore``, ``S3VoiceStore``."""
 
     name: str  # where the store is, for logs
+    # read by other machines: the engine then shares per-voice conditioning through it (a local
+    # directory sits beside the engine's own disk cache, so it is not)
+    shared: bool = False
 
     # -- bytes by key ---------------------------------------------------------------
     @abstractmethod
@@ -354,6 +357,8 @@ class S3VoiceStore(VoiceStore):
     as files: ``clip_file`` keeps local copies under ``cache_dir``, named by content hash
     (so a copy is never stale) and checked against it.
     """
+
+    shared = True
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, client: Any = None,
                  cache_dir: Path | str | None = None) -> None:

@@ -185,6 +185,57 @@ def test_conditioning_by_clip_hash_and_model_build(make_store):
         v1.get("not-a-hash")
 
 
+@pytest.fixture(scope="module")
+def tiny_engines():
+    """Two IndexTTS2 engines on the tiny official-layout checkpoint: two replicas of one build."""
+    from realtime_tts.engine.indextts2 import IndexTTS2Engine
+
+    ckpt = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline" / "checkpoints"
+    engines = [IndexTTS2Engine.from_checkpoints(ckpt, device="cpu", dtype="fp32", cache_dir=None) for _ in range(2)]
+    yield engines
+    for engine in engines:
+        engine.close()
+
+
+def test_replicas_share_voice_conditioning_through_the_store(make_store, tiny_engines, monkeypatch):
+    from realtime_tts.engine.base import Voice
+
+    speaker = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline" / "speaker_24k.wav"
+    voice = Voice("alice", speaker, hashlib.sha256(speaker.read_bytes()).hexdigest())
+    first, second = tiny_engines
+    for engine in tiny_engines:
+        engine.conditioner.clear()
+        assert engine.share_conditioning(make_store()) is True
+    computed = first.conditioner.voice(voice)
+    first.conditioner.shared["voice"].close()  # its upload has landed
+    assert first.conditioner.shared["voice"].describe() == {"hits": 0, "misses": 1, "uploaded": 1, "errors": 0}
+
+    def never(path):
+        raise AssertionError("the second replica recomputed a voice the store holds")
+
+    monkeypatch.setattr(second.family, "voice_conditioning", never)
+    loaded = second.conditioner.voice(voice)
+    for name in ("spk_latents", "prompt", "ref_mel", "style"):
+        assert torch_equal(getattr(loaded, name), getattr(computed, name)), name
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def test_the_app_shares_conditioning_only_through_a_store_other_machines_read(make_store):
+    from types import SimpleNamespace
+
+    from realtime_tts.server.app import share_conditioning
+
+    store, shared_with = make_store(), []
+    engine = SimpleNamespace(share_conditioning=shared_with.append)
+    asyncio.run(share_conditioning(SimpleNamespace(voices=SimpleNamespace(store=store), engine=engine)))
+    assert shared_with == ([store] if isinstance(store, S3VoiceStore) else [])
+
+
 def test_foreign_objects_are_not_voices(make_store):
     store = make_store()
     store.put("voices/acme/eve.json", b"{not json")

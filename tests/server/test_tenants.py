@@ -306,6 +306,7 @@ CASES = {
     ("POST", "/v1/audio/speech"): speech_case("/v1/audio/speech", lambda v: {**SPEECH, "voice": v}),
     ("POST", "/audio/speech"): speech_case("/audio/speech", lambda v: {**SPEECH, "voice": v}),
     ("POST", "/tts"): speech_case("/tts", lambda v: {"text": "Hello there.", "character": v}),
+    ("POST", "/v1/tts"): speech_case("/v1/tts", lambda v: {"tts_text": "Hello there.", "voice_id": v}),
     ("POST", "/tts_url"): speech_case("/tts_url", lambda v: {"text": "Hello there.", "spk_audio_path": v}),
     ("GET", "/audio/voices"): shim_speakers,
     ("WS", "/v1/tts/stream"): agent_stream,

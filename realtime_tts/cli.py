@@ -411,6 +411,7 @@ def run_bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoints import CheckpointError
+    from .server.voice_store import VoiceStoreError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     # These commands own their whole argument list (their --help included).
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             return passthrough[argv[0]](argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (config.ConfigError, CheckpointError) as e:
+    except (config.ConfigError, CheckpointError, VoiceStoreError) as e:  # a store that cannot be reached at start-up
         print(f"realtime-tts: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

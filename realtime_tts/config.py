@@ -94,7 +94,13 @@ class Settings:
     voice_store_endpoint: str = opt("", "S3 endpoint URL for stores other than AWS (MinIO, Ceph, R2...)")
     # --- HTTP API, voices, auth, logs (server/openai_api.py, voices.py, auth.py) ------
     api_keys: list = opt([], "API keys accepted as 'Authorization: Bearer <key>' (WebSockets also ?api_key=); JSON list; empty and no keys file: no auth", secret=True)
-    api_keys_file: str = opt("", "file with one API key per line (# comments allowed), added to api_keys")
+    api_keys_file: str = opt("", "file with one API key per line (# comments allowed), added to api_keys; lines "
+                                 "after '[tenant NAME]' belong to that tenant, after '[admin]' are admin keys")
+    api_tenants: dict = opt({}, "tenant -> its API keys, JSON object, e.g. {\"acme\": [\"sk-a1\"]}: each tenant sees "
+                                "only its own voices and xiaozhi devices (api_keys belong to the tenant 'default')",
+                            secret=True)
+    admin_keys: list = opt([], "API keys that may act for any tenant (X-Tenant header) and list every tenant's "
+                               "voices and devices; JSON list", secret=True)
     data_dir: Path = opt(Path("data"), "directory where uploaded/imported voices are stored (survives restarts)")
     default_voice: str = opt("", "voice id used when a request names no voice or an unmapped OpenAI voice name (empty: the engine's built-in voice)")
     openai_voice_map: dict = opt({}, "OpenAI voice name -> voice id, JSON object, e.g. {\"alloy\": \"jay_klee\"}; unmapped names use default_voice")

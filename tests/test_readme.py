@@ -113,5 +113,5 @@ def test_every_readme_example_runs_in_order(user_dir, tmp_path):
     assert (home / "count.pcm").stat().st_size > 24000
     if (tmp_path / "ffplay.in").exists():
         assert (tmp_path / "ffplay.in").stat().st_size > 24000
-    assert (home / "data" / "voices" / "alice.json").is_file()
+    assert (home / "data" / "store" / "voices" / "default" / "alice.json").is_file()
     assert "Traceback" not in log, log

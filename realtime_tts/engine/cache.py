@@ -7,6 +7,14 @@ changed in place gets a new content hash, and a different checkpoint or dtype ge
 fingerprint, so a stale entry is never returned. Entries are dataclasses of tensors (each model
 family has its own, see ``ModelFamily.cache_kinds``); ``dump`` / ``loader`` store them as plain
 CPU tensors.
+
+A cache may also share its entries (``shared``): an object with ``get(clip_hash) -> bytes | None``
+and ``put(clip_hash, data)``, such as a view of the server's voice store that every replica
+reads. A miss in memory and on disk then reads the shared copy before computing, and a computed
+entry is written there (on a background thread, so the engine never waits for an upload). Shared
+entries are keyed by the clip's content hash within a view for one model build (``build_id``:
+the weight files' contents, sampled, and the dtype), because the local fingerprint names local
+paths.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -30,6 +39,16 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the stored fields change
 _HASH_RE = re.compile(r"^[0-9a-f]{16,64}$")
+BUILD_SAMPLE_BYTES = 1 << 16  # read at the start, middle and end of each weight file for build_id
+MAX_PENDING_SHARES = 8  # uploads queued at once; beyond that a computed entry is not shared (logged)
+
+
+class SharedBlobs(Protocol):
+    """Where conditioning is shared across processes, by clip content hash."""
+
+    def get(self, content_hash: str) -> bytes | None: ...
+
+    def put(self, content_hash: str, data: bytes) -> None: ...
 
 
 def cache_key(kind: str, content: str, fingerprint: str) -> str:
@@ -65,38 +84,78 @@ def auto_dir(checkpoints: Path) -> Path | None:
     return cache_dir
 
 
-def dumper(kinds: Sequence[type]) -> Callable[[Any, Path], None]:
-    """``dump(value, path)`` for ``ConditioningCache``: a dataclass of one of ``kinds`` as plain CPU
-    tensors (torch.save, loadable with weights_only); its kind is stored as its index in ``kinds``."""
+def build_id(files: Sequence[Path], extra: str) -> str:
+    """Identity of a model build that holds on every machine: each weight file's name, size and
+    three samples of its bytes (a fine-tuned checkpoint of the same shapes differs in all of
+    them), plus ``extra`` (the dtype). Reads 192 KiB per file."""
+    h = hashlib.sha256(f"{extra}\0{FORMAT}".encode())
+    for path in files:
+        path = Path(path)
+        size = path.stat().st_size
+        h.update(f"{path.name}\0{size}\n".encode())
+        with path.open("rb") as f:
+            for offset in (0, max(0, size // 2 - BUILD_SAMPLE_BYTES // 2), max(0, size - BUILD_SAMPLE_BYTES)):
+                f.seek(offset)
+                h.update(f.read(BUILD_SAMPLE_BYTES))
+    return h.hexdigest()[:16]
 
-    def dump(value, path: Path) -> None:
+
+def encoder(kinds: Sequence[type]) -> Callable[[Any], bytes]:
+    """``encode(value) -> bytes``: a dataclass of one of ``kinds`` as plain CPU tensors (torch.save,
+    loadable with weights_only); its kind is stored as its index in ``kinds``."""
+
+    def encode(value) -> bytes:
         data = {f.name: getattr(value, f.name).detach().cpu() for f in fields(value)}
         data["__kind__"] = torch.tensor(list(kinds).index(type(value)))
         data["__format__"] = torch.tensor(FORMAT)
-        # through memory: torch.save derives the archive's record name from the file name, and the
-        # cache's temporary names (".tmp-XXXX") make it empty
         buf = io.BytesIO()
         torch.save(data, buf)
-        Path(path).write_bytes(buf.getvalue())
+        return buf.getvalue()
+
+    return encode
+
+
+def decoder(device: torch.device, kinds: Sequence[type]) -> Callable[[bytes, str], Any]:
+    """``decode(data, label)``: what ``encoder(kinds)`` wrote, onto ``device``; ValueError names
+    ``label`` when the bytes are not such an entry."""
+
+    def decode(data: bytes, label: str):
+        try:
+            entry = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{label}: not a conditioning entry ({type(e).__name__}: {e})") from e
+        if not isinstance(entry, dict) or int(entry.pop("__format__", -1)) != FORMAT:
+            raise ValueError(f"{label}: conditioning written by another format version")
+        kind = int(entry.pop("__kind__", -1))
+        if not 0 <= kind < len(kinds):
+            raise ValueError(f"{label}: unknown conditioning kind {kind}")
+        cls = kinds[kind]
+        names = {f.name for f in fields(cls)}
+        if set(entry) != names:
+            raise ValueError(f"{label}: fields {sorted(entry)} do not match {cls.__name__}")
+        return cls(**{k: v.to(device) for k, v in entry.items()})
+
+    return decode
+
+
+def dumper(kinds: Sequence[type]) -> Callable[[Any, Path], None]:
+    """``dump(value, path)`` for ``ConditioningCache``: ``encoder(kinds)`` into a file."""
+    encode = encoder(kinds)
+
+    def dump(value, path: Path) -> None:
+        # through memory: torch.save derives the archive's record name from the file name, and the
+        # cache's temporary names (".tmp-XXXX") make it empty
+        Path(path).write_bytes(encode(value))
 
     return dump
 
 
 def loader(device: torch.device, kinds: Sequence[type]) -> Callable[[Path], Any]:
     """``load(path)`` for ``ConditioningCache``: reads what ``dumper(kinds)`` wrote onto ``device``."""
+    decode = decoder(device, kinds)
 
     def load(path: Path):
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if int(data.pop("__format__", -1)) != FORMAT:
-            raise ValueError(f"{path}: conditioning written by another format version")
-        kind = int(data.pop("__kind__", -1))
-        if not 0 <= kind < len(kinds):
-            raise ValueError(f"{path}: unknown conditioning kind {kind}")
-        cls = kinds[kind]
-        names = {f.name for f in fields(cls)}
-        if set(data) != names:
-            raise ValueError(f"{path}: fields {sorted(data)} do not match {cls.__name__}")
-        return cls(**{k: v.to(device) for k, v in data.items()})
+        return decode(Path(path).read_bytes(), str(path))
 
     return load
 
@@ -186,3 +245,68 @@ class ConditioningCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
+
+
+class SharedConditioning:
+    """One kind of conditioning shared through ``SharedBlobs`` (see the module doc): read before
+    computing, written after, never fatal (a store that fails costs a recomputation)."""
+
+    def __init__(self, blobs: SharedBlobs, encode: Callable[[Any], bytes], decode: Callable[[bytes, str], Any],
+                 label: str) -> None:
+        self.blobs, self._encode, self._decode, self.label = blobs, encode, decode, label
+        self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"share-{label}")
+        self._lock = threading.Lock()
+        self._pending = 0
+        self.hits = self.misses = self.errors = self.uploaded = 0
+
+    def fetch_or_compute(self, content_hash: str, compute: Callable[[], Any]) -> Any:
+        value = self._fetch(content_hash)
+        if value is not None:
+            self.hits += 1
+            return value
+        self.misses += 1
+        value = compute()
+        self._upload(content_hash, value)
+        return value
+
+    def _fetch(self, content_hash: str) -> Any | None:
+        try:
+            data = self.blobs.get(content_hash)
+            return None if data is None else self._decode(data, f"shared {self.label} {content_hash[:16]}")
+        except Exception as e:  # unreachable store, corrupt entry: recompute
+            self.errors += 1
+            log.warning("shared conditioning: cannot read %s %s (%s); computing it here", self.label,
+                        content_hash[:16], e)
+            return None
+
+    def _upload(self, content_hash: str, value: Any) -> None:
+        with self._lock:
+            if self._pending >= MAX_PENDING_SHARES:
+                log.warning("shared conditioning: %d uploads pending; %s %s stays local", self._pending,
+                            self.label, content_hash[:16])
+                return
+            self._pending += 1
+        data = self._encode(value)  # small CPU tensors; the upload itself runs off the engine thread
+        try:
+            self._uploads.submit(self._put, content_hash, data)
+        except RuntimeError:  # closed
+            with self._lock:
+                self._pending -= 1
+
+    def _put(self, content_hash: str, data: bytes) -> None:
+        try:
+            self.blobs.put(content_hash, data)
+            self.uploaded += 1
+        except Exception as e:
+            self.errors += 1
+            log.warning("shared conditioning: cannot write %s %s (%s)", self.label, content_hash[:16], e)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def describe(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "uploaded": self.uploaded, "errors": self.errors}
+
+    def close(self) -> None:
+        """Finish the uploads under way (at most ``MAX_PENDING_SHARES``), then stop."""
+        self._uploads.shutdown(wait=True)

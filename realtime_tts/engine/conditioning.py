@@ -39,17 +39,33 @@ class Conditioner:
         self.fingerprint = fingerprint  # entries are only valid for these weights
         self.voices = cache.ConditioningCache(capacity, **disk)
         self.emotions = cache.ConditioningCache(capacity, **disk)
+        self.shared: dict[str, cache.SharedConditioning] = {}  # by kind, once share() is called
         self._emotion_text: dict[str, list[float]] = {}  # Qwen answers, by text hash
+
+    def share(self, views: dict[str, cache.SharedBlobs]) -> None:
+        """Read and write the "voice" and "emotion" conditioning through these shared views too
+        (one per kind, for this model build)."""
+        kinds = self.family.cache_kinds
+        encode, decode = cache.encoder(kinds), cache.decoder(self.family.device, kinds)
+        for shared in self.shared.values():  # shared again: the previous views' uploads finish first
+            shared.close()
+        self.shared = {kind: cache.SharedConditioning(view, encode, decode, kind) for kind, view in views.items()}
+
+    def _cached(self, kind: str, entries: cache.ConditioningCache, voice: Voice, compute):
+        key = cache.cache_key(kind, voice.content_hash, self.fingerprint)
+        shared = self.shared.get(kind)
+        if shared is not None:
+            return entries.get_or_compute(key, lambda: shared.fetch_or_compute(voice.content_hash, compute))
+        return entries.get_or_compute(key, compute)
 
     def voice(self, voice: Voice):
         """The family's conditioning of a speaker clip."""
-        key = cache.cache_key("voice", voice.content_hash, self.fingerprint)
-        return self.voices.get_or_compute(key, lambda: self.family.voice_conditioning(voice.audio_path))
+        return self._cached("voice", self.voices, voice, lambda: self.family.voice_conditioning(voice.audio_path))
 
     def emotion_clip(self, voice: Voice):
         """The family's conditioning of a clip used as an emotion reference."""
-        key = cache.cache_key("emotion", voice.content_hash, self.fingerprint)
-        return self.emotions.get_or_compute(key, lambda: self.family.emotion_conditioning(voice.audio_path))
+        return self._cached("emotion", self.emotions, voice,
+                            lambda: self.family.emotion_conditioning(voice.audio_path))
 
     def _text_weights(self, text: str) -> list[float]:
         key = cache.text_hash(text)
@@ -80,10 +96,17 @@ class Conditioner:
 
     def describe(self) -> dict:
         v = self.voices
-        return {"entries": len(v), "hits": v.hits, "misses": v.misses,
-                "disk": str(v.disk_dir) if v.disk_dir else None}
+        info = {"entries": len(v), "hits": v.hits, "misses": v.misses, "disk": str(v.disk_dir) if v.disk_dir else None}
+        if self.shared:
+            info["shared"] = {kind: shared.describe() for kind, shared in self.shared.items()}
+        return info
 
     def clear(self) -> None:
         self.voices.clear()
         self.emotions.clear()
         self._emotion_text.clear()
+
+    def close(self) -> None:
+        self.clear()
+        for shared in self.shared.values():
+            shared.close()

@@ -28,6 +28,7 @@ import torch
 from realtime_tts.model.gpt import CodeOverride, SamplingParams
 
 from .base import CancelToken, Cancelled, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
+from . import cache
 from .conditioning import Conditioner
 from .devices import expected_cpu_rtf
 from .family import ModelFamily, SegmentCondition
@@ -357,8 +358,22 @@ class PipelineEngine(Engine):
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
 
+    def share_conditioning(self, store) -> bool:
+        """Also keep per-voice conditioning in a store every replica reads (the server's voice
+        store: ``conditioning_view(family, version)`` giving ``get``/``put`` by clip hash), for this
+        model build. False when the engine has no weight files to identify its build by."""
+        files = self.family.weight_files()
+        if not files:
+            log.warning("%s: built in memory, so its conditioning is not shared through the voice store", self.name)
+            return False
+        build = cache.build_id(files, str(self.dtype).replace("torch.", ""))
+        self.conditioner.share({kind: store.conditioning_view(self.name, f"{build}-{kind}")
+                                for kind in ("voice", "emotion")})
+        log.info("%s: per-voice conditioning shared through the voice store (build %s)", self.name, build)
+        return True
+
     def close(self) -> None:
-        self.conditioner.clear()
+        self.conditioner.close()
         self._solo = None
         if self.device.type == "cuda":
             self.family = None  # type: ignore[assignment]

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .auth import PRINCIPAL_SCOPE_KEY
+
 _CONTROL_RE = re.compile(r"^/v1/xiaozhi/devices/([^/]+)(?:/|$)")
 MAX_KEY_CHARS = 128
 
@@ -91,8 +93,8 @@ class WarmVoices:
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
 
-    def touch(self, voice_id: str) -> bool:
-        """Mark ``voice_id`` used; True on a hit, False when it had to be loaded."""
+    def touch(self, voice_id: Hashable) -> bool:
+        """Mark ``voice_id`` (under Ray: (tenant, voice id)) used; True on a hit, False when it had to be loaded."""
         with self._lock:
             if voice_id in self._items:
                 self._items.move_to_end(voice_id)
@@ -121,17 +123,22 @@ class WarmVoices:
 
 
 class AffinityMiddleware:
-    """Touches the request's voice in the replica's LRU and says so: ``X-Voice-Cache: hit|miss``."""
+    """Touches the request's voice in the replica's LRU and says so: ``X-Voice-Cache: hit|miss``.
+
+    Runs inside the auth middleware (``create_app(inner_middleware=...)``): the LRU is keyed by
+    (tenant, voice id), so the header says nothing about another tenant's voices.
+    """
 
     def __init__(self, app: ASGIApp, *, warm: WarmVoices, offload: Callable[..., Any]) -> None:
         self.app, self.warm, self.offload = app, warm, offload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = routing_key(scope) if scope["type"] in ("http", "websocket") else None
-        if key is None or not key.startswith("voice:"):
+        principal = scope.get(PRINCIPAL_SCOPE_KEY)
+        if key is None or not key.startswith("voice:") or principal is None:
             await self.app(scope, receive, send)
             return
-        hit = await self.offload(self.warm.touch, key[len("voice:"):])  # a miss may read the store
+        hit = await self.offload(self.warm.touch, (principal.tenant, key[len("voice:"):]))  # a miss may read the store
         header = (b"x-voice-cache", b"hit" if hit else b"miss")
 
         async def send_marked(message: Message) -> None:

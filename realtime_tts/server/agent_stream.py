@@ -46,7 +46,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 from starlette.routing import WebSocketRoute
@@ -61,6 +61,7 @@ from .agent_protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMA
                              MAX_CONTEXTS, SAMPLE_RATES, AgentStreamProtocol, StreamError, audio_frame)
 from .capabilities import Notice, engine_notices
 from .http_errors import ApiError
+from .lifecycle import stream_of
 from .params import parse_emotion, parse_speed, resolve_voice
 from .speech import Failure, Marker, Sentence, SpeechStream, Tail
 
@@ -84,20 +85,23 @@ class _Context:
     first_cut_at: float | None = None  # when the text that completed the first segment arrived
     dropped: bool = False  # cancelled by the client: its queued items are not written
     frames_written: int = 0
+    end_utterance: Callable[[], None] = lambda: None  # in flight for a drain until its last message is written
 
 
 @dataclass
 class _Out:
-    payload: Any  # dict (JSON) or bytes (binary frame)
+    payload: Any  # dict (JSON) or bytes (binary frame); None: nothing to write, only ``after``
     context: _Context | None = None
     audio: bool = False
+    after: Callable[[], None] | None = None  # run by the writer once everything before it was written
 
 
 class StreamSession:
     """One socket: the reader, player, writer and watchdog tasks and the state they share."""
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
-        self.ctx = ctx
+        self.ctx = ctx.for_request(websocket.scope)  # voices resolve in the caller's tenant only
+        self.lifecycle_stream = stream_of(websocket.scope)  # where contexts are marked in flight for a drain
         self.ws = websocket
         self.settings = ctx.settings
         self.id = uuid.uuid4().hex[:16]
@@ -235,8 +239,15 @@ class StreamSession:
                                                      warnings=defaults[1] if defaults else ()))
 
     async def _open(self, action: proto.Open) -> None:
+        with self.lifecycle_stream.speaking():  # in flight while its options resolve, too
+            await self._open_context(action)
+
+    async def _open_context(self, action: proto.Open) -> None:
         cid = action.context_id
         try:
+            if self.lifecycle_stream.draining:
+                raise StreamError("server_draining", "the server is draining for a restart: this socket closes "
+                                  "once its contexts in flight are done; reconnect and open this context there", cid)
             if not self.ctx.ready.is_set():
                 raise StreamError("not_ready", "the model is still loading; retry when GET /health returns 200", cid)
             if action.fields:
@@ -256,7 +267,8 @@ class StreamSession:
             return
         actions = self.protocol.opened(cid, action, warnings=warnings)
         slot = self.protocol.contexts[cid].slot
-        context = _Context(cid, slot, self._new_stream(options), self.protocol.config.output, time.monotonic())
+        context = _Context(cid, slot, self._new_stream(options), self.protocol.config.output, time.monotonic(),
+                           end_utterance=self.lifecycle_stream.begin_utterance())
         self.contexts[cid] = context
         self.order.put_nowait(context)
         await self._perform(actions)
@@ -297,6 +309,9 @@ class StreamSession:
             if isinstance(item, tuple) and item[0] is CLOSE:
                 await self._close_now(item[1], item[2])
                 return
+            if item.after is not None:
+                item.after()
+                continue
             context = item.context
             if context is not None and context.dropped:
                 continue
@@ -357,6 +372,8 @@ class ContextPlayer:
             session.current = context
             try:
                 await self._play_context(context)
+                # Its last message is queued: once the writer has written it, it is no longer in flight.
+                await session.outbox.put(_Out(None, context, after=context.end_utterance))
             finally:
                 session.current = None
                 context.stream.close()

@@ -46,7 +46,7 @@ def health_routes(ctx: ServerContext) -> list[Route]:
         body = {"status": "ok" if ready else "loading", "ready": ready, "engine": name,
                 "queue_depth": ctx.executor.queue_depth}
         if ready:
-            body["engine_info"] = ctx.engine.describe()
+            body["engine_info"] = ctx.engine_info()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return [Route("/health", health, methods=["GET"])]
@@ -65,6 +65,15 @@ def _record_segment(ctx: ServerContext):
     return hook
 
 
+async def share_conditioning(ctx: ServerContext) -> None:
+    """With a store other machines read (S3), the engine keeps per-voice conditioning there too,
+    so a replica that meets a voice for the first time loads it instead of recomputing it."""
+    store = getattr(ctx.voices, "store", None)
+    share = getattr(ctx.engine, "share_conditioning", None)
+    if store is not None and store.shared and share is not None:
+        await asyncio.to_thread(share, store)
+
+
 def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
     options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
@@ -72,12 +81,14 @@ def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     return uvicorn.Config(app, **{**options, **overrides})
 
 
-def create_app(ctx: ServerContext) -> Starlette:
+def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -> Starlette:
+    """The app; ``inner_middleware`` runs after auth (so it sees the request's principal)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         started = time.monotonic()
         if ctx.engine is None:
             ctx.executor.engine = await asyncio.to_thread(ctx.load_engine)
+        await share_conditioning(ctx)
         await asyncio.to_thread(ctx.engine.warmup)
         if ctx.engine.needs_voice and not ctx.settings.default_voice and not len(ctx.voices or ()):
             log.warning("the %s engine clones voices and the voice library is empty: requests must name a voice "
@@ -123,6 +134,7 @@ def create_app(ctx: ServerContext) -> Starlette:
     if ctx.lifecycle is None:
         ctx.lifecycle = Lifecycle.for_context(ctx)
     middleware = [Middleware(RequestIdMiddleware),  # the id also on 401s and drain refusals
-                  Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings)]
+                  Middleware(LifecycleMiddleware, lifecycle=ctx.lifecycle), *auth_middleware(ctx.settings),
+                  *inner_middleware]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers=exception_handlers(), lifespan=lifespan)

@@ -72,6 +72,7 @@ def api_endpoint(handler):
 
     from ..engine.base import EngineError
     from ..engine.executor import ExecutorBusy, ExecutorClosed
+    from .voice_store import VoiceStoreError
 
     log = logging.getLogger(handler.__module__)
 
@@ -89,6 +90,10 @@ def api_endpoint(handler):
             return error_response(503, str(e), code="shutting_down", type="server_error")
         except HTTPException as e:  # e.g. a malformed multipart body
             return error_response(e.status_code, str(e.detail), code="invalid_request")
+        except VoiceStoreError as e:  # the cause (which names the store) goes to the log only
+            log.error("%s", e)
+            return error_response(503, "the voice store is unavailable; retry shortly",
+                                  code="voice_store_unavailable", type="server_error", headers={"Retry-After": "1"})
         except EngineError as e:
             log.warning("engine error: %s", e)
             return error_response(500, f"synthesis failed: {e}", code="engine_error", type="server_error")

@@ -13,14 +13,19 @@ without Ray in front:
   autoscaling policy adds them (``server/ray_serve.py``).
 * Draining: a new WebSocket is accepted and closed at once with 1013 ("try again later")
   and a reason; a new speech request gets 503 ``server_draining`` with ``Retry-After``.
-  Open sockets are closed with 1001 and a reconnect hint as soon as they are between
-  utterances (no frame either way for ``DRAIN_QUIET_S``, or, once a session says so,
-  ``Stream.speaking()``), and all of them at ``drain_timeout_s``.
+  Open sockets are closed with 1001 and a reconnect hint as soon as no utterance of theirs
+  is in flight, and all of them at ``drain_timeout_s``.
 
-``LifecycleMiddleware`` does all of this around the unchanged app: the endpoints see a
-client that went away (``websocket.disconnect`` 1001, sends raising like a dropped
-client), which they already handle. Sessions find their ``Stream`` at
-``scope["rtts.stream"]`` to mark utterances exactly (``with stream.speaking(): ...``).
+Utterances are the sessions' to say: each finds its ``Stream`` at ``scope["rtts.stream"]``
+(``stream_of(scope)``) and marks every turn or context from the moment it is accepted until
+its last audio has been handed to the socket (``stream.begin_utterance()``, or ``with
+stream.speaking(): ...``), and refuses new ones once ``stream.draining`` (so the set a drain
+waits for only shrinks). A drain therefore waits exactly for what is being said, however
+long a sentence takes to synthesize, and closes an idle socket at once.
+
+``LifecycleMiddleware`` does all of this around the app: the endpoints see a client that
+went away (``websocket.disconnect`` 1001, sends raising like a dropped client), which they
+already handle.
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-DRAIN_QUIET_S = 1.0  # a socket with no frame either way for this long is between utterances
 CLOSE_TIMEOUT_S = 2.0  # a close frame that cannot be written in this time is given up on
 STREAMS_PER_BATCH_SLOT = 8  # the automatic capacity (max_streams = 0)
 WATCH_PERIOD_S = 0.25  # how often stop signals without a callback of their own are polled
@@ -51,41 +55,63 @@ STREAM_SCOPE_KEY = "rtts.stream"
 
 
 class Stream:
-    """One open WebSocket or speech response, as the lifecycle sees it."""
+    """One open WebSocket or speech response, as the lifecycle sees it. Event loop only."""
 
-    def __init__(self, kind: str, path: str, now: float) -> None:
+    def __init__(self, kind: str, path: str, lifecycle: "Lifecycle | None" = None) -> None:
         self.kind, self.path = kind, path
-        self.last_activity = now
-        self.utterances = 0  # utterances in flight, when the session reports them
+        self.lifecycle = lifecycle  # None: a stream no lifecycle counts (a session run without the middleware)
+        self.utterances = 0  # turns / contexts in flight, as the session reports them
         self.closer: Callable[[], Awaitable[None]] | None = None  # set for WebSockets
         self.closing = False
 
-    def touch(self, now: float) -> None:
-        self.last_activity = now
+    @property
+    def draining(self) -> bool:
+        """The process is draining: a session refuses new utterances."""
+        return self.lifecycle is not None and self.lifecycle.draining
+
+    def begin_utterance(self) -> Callable[[], None]:
+        """Mark an utterance in flight until the returned callable is called (once; again is a no-op)."""
+        self.utterances += 1
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self.utterances -= 1
+                if self.lifecycle is not None:
+                    self.lifecycle.changed()
+
+        return end
 
     @contextlib.contextmanager
     def speaking(self):
-        """Mark an utterance in flight: a drain waits for it (up to its deadline)."""
-        self.utterances += 1
+        """``begin_utterance`` for a block."""
+        end = self.begin_utterance()
         try:
             yield
         finally:
-            self.utterances -= 1
+            end()
 
-    def between_utterances(self, now: float, quiet_s: float) -> bool:
-        return self.utterances == 0 and now - self.last_activity >= quiet_s
+    @property
+    def between_utterances(self) -> bool:
+        return self.utterances == 0
+
+
+def stream_of(scope: Scope) -> Stream:
+    """The lifecycle's ``Stream`` of a socket; a detached one when the app runs without the middleware."""
+    return scope.get(STREAM_SCOPE_KEY) or Stream("websocket", scope.get("path", ""))
 
 
 class Lifecycle:
     """State, open streams and the drain of one serving process. Use it on the event loop only."""
 
     def __init__(self, *, capacity: int, drain_timeout_s: float, replica_id: str,
-                 warm: Callable[[], bool] = lambda: True, quiet_s: float = DRAIN_QUIET_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 warm: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity, self.drain_timeout_s, self.replica_id = capacity, drain_timeout_s, replica_id
-        self.quiet_s, self.clock, self._warm = quiet_s, clock, warm
+        self.clock, self._warm = clock, warm
         self.streams: set[Stream] = set()
         self.drain_reason: str | None = None
         self.drained = asyncio.Event()
@@ -127,12 +153,16 @@ class Lifecycle:
 
     # -- streams --------------------------------------------------------------------
     def open(self, kind: str, path: str) -> Stream:
-        stream = Stream(kind, path, self.clock())
+        stream = Stream(kind, path, self)
         self.streams.add(stream)
         return stream
 
     def close(self, stream: Stream) -> None:
         self.streams.discard(stream)
+        self._changed.set()
+
+    def changed(self) -> None:
+        """A stream's utterances changed: a drain under way looks again."""
         self._changed.set()
 
     # -- drain ----------------------------------------------------------------------
@@ -172,7 +202,7 @@ class Lifecycle:
             now = self.clock()
             late = now >= deadline
             for stream in [s for s in self.streams if s.closer is not None and not s.closing]:
-                if late or stream.between_utterances(now, self.quiet_s):
+                if late or stream.between_utterances:
                     stream.closing = True
                     await stream.closer()
             if late:
@@ -208,10 +238,7 @@ class _GuardedWebSocket:
                 incoming.cancel()
         if not incoming.done() or incoming.cancelled():
             return {"type": "websocket.disconnect", "code": GOING_AWAY_CODE}
-        message = incoming.result()
-        if message["type"] == "websocket.receive":
-            self.stream.touch(self.lifecycle.clock())
-        return message
+        return incoming.result()
 
     async def send(self, message: Message) -> None:
         if self._closed_for_drain.is_set():
@@ -229,8 +256,6 @@ class _GuardedWebSocket:
             self.accepted = True
         elif kind == "websocket.close":
             self.closed = True
-        elif kind == "websocket.send":
-            self.stream.touch(self.lifecycle.clock())
 
     async def close_for_drain(self) -> None:
         """Close with 1001 and a reconnect hint; the app sees the client leave."""

@@ -130,7 +130,7 @@ def model_capabilities(ctx) -> dict:
         "emotion_vector_order": list(EMOTIONS),
         "languages": list(caps.languages) if caps and caps.languages is not None else None,
         "max_input_chars": ctx.settings.max_text_chars,
-        "engine": engine.describe() if engine is not None else {"name": ctx.engine_name},
+        "engine": ctx.engine_info() if engine is not None else {"name": ctx.engine_name},  # no server paths
     }
 
 
@@ -142,7 +142,7 @@ def openai_routes(ctx) -> list[Route]:
         async def speech(request: Request):
             # Room for an inline voice clip: base64 grows the upload limit by 4/3.
             body = await read_json(request, JSON_BODY_LIMIT + ctx.settings.max_upload_bytes * 4 // 3)
-            req = await ctx.codec.run(functools.partial(parse_speech_request, ctx, body, dict(request.query_params),
+            req = await ctx.codec.run(functools.partial(parse_speech_request, ctx.for_request(request.scope), body, dict(request.query_params),
                                                         **defaults))
             return await speak(req)
 

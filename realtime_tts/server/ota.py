@@ -12,7 +12,10 @@ answer's ``websocket`` object (``url``, ``token``) into its settings (protocols.
 The firmware version is echoed back and ``url`` is empty, so a device never tries to
 upgrade; there is no ``activation`` and no ``mqtt`` object, so it goes straight to the
 WebSocket. With API keys on, ``token`` is a device token (server/auth.py) bound to the
-device's ``Client-Id`` and ``Device-Id``; it opens the xiaozhi socket and nothing else.
+device's ``Client-Id``, ``Device-Id`` and tenant; it opens the xiaozhi socket and nothing
+else. The tenant is the one of the key in the OTA URL (``.../xiaozhi/ota/?api_key=KEY``);
+without a key, the default tenant's (as before tenants), or 401 when no plain key exists,
+so nobody can obtain a token for a tenant's device without that tenant's key.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .auth import device_token_secret, issue_device_token
-from .http_errors import api_endpoint, invalid
+from .auth import PRINCIPAL_SCOPE_KEY, device_token_secret, issue_device_token, load_key_table
+from .http_errors import ApiError, api_endpoint, invalid
+from .voice_store import DEFAULT_TENANT
 from .inputs import InputError, loads_json
 from .params import limited_receive
 
@@ -64,6 +68,7 @@ def timezone_offset_minutes() -> int:
 
 def ota_routes(ctx) -> list[Route]:
     secret = device_token_secret(ctx.settings)
+    default_tenant_open = DEFAULT_TENANT in load_key_table(ctx.settings).tenants  # plain keys: today's OTA
 
     @api_endpoint
     async def ota(request: Request):
@@ -73,10 +78,16 @@ def ota_routes(ctx) -> list[Route]:
         client_id = request.headers.get("client-id", "").strip()
         token = ""
         if secret:
+            principal = request.scope.get(PRINCIPAL_SCOPE_KEY)  # set when the OTA URL carries a key
+            if principal is None and not default_tenant_open:
+                raise ApiError(401, "this server has tenants: put your tenant's API key in the OTA URL "
+                                    "(.../xiaozhi/ota/?api_key=KEY)", code="invalid_api_key",
+                               headers={"WWW-Authenticate": "Bearer"})
             if not device_id:
                 raise invalid("the Device-Id header is required: device tokens are bound to it",
                               param="Device-Id", code="missing_device_id")
-            token = issue_device_token(secret, client_id, device_id)
+            tenant = principal.tenant if principal is not None else DEFAULT_TENANT
+            token = issue_device_token(secret, client_id, device_id, tenant=tenant)
         url = websocket_url(request, ctx.settings.xiaozhi_websocket_url)
         log.info("xiaozhi OTA: device %s sent to %s", device_id or "?", url,
                  extra={"device_id": device_id, "client_id": client_id, "token_issued": bool(token)})

@@ -185,7 +185,7 @@ def resolve_voice(ctx, ref: Any, *, param: str = "voice") -> Voice | None:
     if ref.lower() in OPENAI_VOICES:
         mapped = settings.openai_voice_map.get(ref.lower()) or settings.openai_voice_map.get(ref)
         if mapped:
-            return library.require(mapped, param=param)
+            return library.require_configured(mapped, param=param)  # the tenant's, else the operator's
         return default_voice(ctx, param)
     if ref.startswith("data:"):
         return _inline(ctx, ref, param)
@@ -211,7 +211,7 @@ def default_voice(ctx, param: str = "voice") -> Voice | None:
                                 f"'{param}' (an id from GET /v1/audio/voices; add one with POST /v1/audio/voices) "
                                 "or start the server with --default-voice ID", param=param, code="voice_required")
         return None
-    voice = ctx.voices.get(name)
+    voice = ctx.voices.configured(name)  # the tenant's own, else the operator's (default tenant)
     if voice is None:
         raise ApiError(500, f"the configured default_voice {name!r} is not in the voice library",
                        param=param, code="default_voice_missing", type="server_error")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from ray import serve
+from starlette.middleware import Middleware
 
 from ..config import ConfigError, Settings
 from .affinity import AffinityMiddleware, WarmVoices
@@ -132,15 +133,22 @@ class SpeechReplica:
         self.ctx.lifecycle = Lifecycle(capacity=capacity, drain_timeout_s=settings.drain_timeout_s,
                                        replica_id=settings.replica_id, warm=self.ctx.ready.is_set)
         self.ctx.lifecycle.watch(ray_replica_stopping(), "Ray is stopping this replica")
-        voices = self.ctx.voices
-        self.warm = WarmVoices(settings.warm_voices, load=lambda voice_id: voices.get(voice_id) if voices else None)
+        self.warm = WarmVoices(settings.warm_voices, load=self._load_voice)
         log.info("replica %s: capacity %d streams, %d warm voices", settings.replica_id, capacity,
                  settings.warm_voices)
 
+    def _load_voice(self, key: tuple[str, str]):
+        """A warm miss (on a worker thread): the voice's record, read from the store if need be."""
+        tenant, voice_id = key
+        try:
+            return self.ctx.voices.get(voice_id, tenant=tenant) if self.ctx.voices is not None else None
+        except Exception as e:  # a store hiccup is a cold voice, never a failed request
+            log.warning("replica %s: cannot warm voice %s/%s: %s", self.ctx.settings.replica_id, tenant, voice_id, e)
+            return None
+
     def __serve_build_asgi_app__(self):
-        app = create_app(self.ctx)
-        app.add_middleware(AffinityMiddleware, warm=self.warm, offload=asyncio.to_thread)
-        return app
+        affinity = Middleware(AffinityMiddleware, warm=self.warm, offload=asyncio.to_thread)
+        return create_app(self.ctx, inner_middleware=[affinity])
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Our gauge for ray_autoscale.StreamLoadPolicy (Ray calls it every few seconds)."""

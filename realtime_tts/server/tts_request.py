@@ -129,6 +129,6 @@ async def respond(ctx, fields: dict):
 def tts_request_routes(ctx) -> list[Route]:
     @api_endpoint
     async def tts(request: Request):
-        return await respond(ctx, await read_json(request, JSON_BODY_LIMIT))
+        return await respond(ctx.for_request(request.scope), await read_json(request, JSON_BODY_LIMIT))
 
     return [Route("/v1/tts", tts, methods=["POST"])]

@@ -9,7 +9,8 @@
   ``tts_text`` is the original service's ``TTSRequest`` (``tts_request.py``).
 * ``POST /tts_url``: index-tts-vllm's v2 route (``spk_audio_path``,
   ``emo_control_method``, ``emo_vec``...); answers a complete WAV file.
-* ``GET /audio/voices``: index-tts-vllm's speaker listing, ``{"name": [path, ...]}``.
+* ``GET /audio/voices``: index-tts-vllm's speaker listing, ``{"name": [preview URL]}`` (the tenant's
+  voices; never a server path).
 """
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ def shim_routes(ctx) -> list[Route]:
     async def tts(request: Request):
         fields = await read_json(request, JSON_BODY_LIMIT)
         if tts_request.is_tts_request(fields):
-            return await tts_request.respond(ctx, fields)
+            return await tts_request.respond(ctx.for_request(request.scope), fields)
         text = require_text(fields, "text", ctx.settings.max_text_chars)
         answer = route_format(ctx, fields, request.query_params)
-        options, headers = await ctx.codec.run(_tts_options, ctx, fields)
+        options, headers = await ctx.codec.run(_tts_options, ctx.for_request(request.scope), fields)
         if answer == "wav":  # stock index-tts-vllm's answer: one WAV file at the model's rate
             return await whole_wav(ctx, text, options, endpoint="tts", headers={**headers, "Cache-Control": "no-store"})
         t0 = time.monotonic()
@@ -110,17 +111,21 @@ def shim_routes(ctx) -> list[Route]:
     async def tts_url(request: Request):
         fields = await read_json(request, JSON_BODY_LIMIT)
         text = require_text(fields, "text", ctx.settings.max_text_chars)
+        scoped = ctx.for_request(request.scope)
 
         def options():
-            return _options(ctx, fields, _tts_url_voice(ctx, fields))
+            return _options(scoped, fields, _tts_url_voice(scoped, fields))
 
         opts, headers = await ctx.codec.run(options)
         return await whole_wav(ctx, text, opts, endpoint="tts_url", headers=headers)  # at the model's own rate
 
     @api_endpoint
     async def speakers(request: Request):
-        library = ctx.voices
-        return JSONResponse({m["id"]: [str(library.root / m["file"])] for m in library.list()})
+        # index-tts-vllm lists each speaker's clip paths; ours are the server's business, so each
+        # voice names its preview URL instead (clients use the names as `character`).
+        voices = ctx.for_request(request.scope).voices
+        await ctx.codec.run(voices.refresh)
+        return JSONResponse({m["id"]: [f"/v1/audio/voices/{m['id']}/audio"] for m in voices.list()})
 
     return [
         Route("/tts", tts, methods=["POST"]),

@@ -52,6 +52,7 @@ from ..engine.executor import ExecutorBusy, ExecutorClosed
 from .emotion_forms import XIAOZHI_EMOTION_MAP, xiaozhi_emotion
 from . import xiaozhi_protocol as proto
 from .http_errors import ApiError, invalid
+from .lifecycle import stream_of
 from .pacing import Pacer
 from .capabilities import Notice, engine_notices
 from .params import parse_emotion, parse_language, parse_speed, require_text, resolve_voice
@@ -138,6 +139,8 @@ class Turn:
         self.first_text_at: float | None = None
         self.first_audio_at: float | None = None
         self.task: asyncio.Task | None = None  # the speaker's playback of this turn
+        # In flight for a drain from now until it finishes (after `tts stop`, or when dropped).
+        self._end_utterance = session.lifecycle_stream.begin_utterance()
         self.stream = SpeechStream(
             session.ctx, options, owner=session.owner, paused=True,
             encoder=lambda rate: SpeechEncoder(rate, SAMPLE_RATE, frame_ms=FRAME_MS, silence_ms=settings.silence_ms),
@@ -195,6 +198,7 @@ class Turn:
         if not self._done.done():
             self.state = state
             self._done.set_result(state)
+        self._end_utterance()
 
     def _refusable(self, action, *args) -> list[str]:
         try:
@@ -269,13 +273,15 @@ class DeviceSocket:
 
 
 class XiaozhiSession:
-    """One connected device. Public: ``device_id``, ``client_id``, ``session_id``, ``version``,
+    """One connected device. Public: ``device_id``, ``tenant``, ``client_id``, ``session_id``, ``version``,
     ``features``, ``uplink_audio_params``, ``listen_state``, ``listen_mode``, ``connected_at``,
     ``current_turn``, ``queued_turns``, ``uplink_frames``, ``bad_frames``, ``loop``; ``speak``,
     ``open_turn``, ``abort``, ``close``, ``describe``."""
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
-        self.ctx = ctx
+        self.ctx = ctx.for_request(websocket.scope)  # voices of the device's tenant only
+        self.lifecycle_stream = stream_of(websocket.scope)  # where turns are marked in flight for a drain
+        self.tenant = self.ctx.principal.tenant  # the registry key is (tenant, device id)
         self.ws = websocket
         self.loop = asyncio.get_running_loop()
         self.session_id = str(uuid.uuid4())
@@ -316,7 +322,8 @@ class XiaozhiSession:
         return self._turns.qsize()
 
     def describe(self) -> dict:
-        return {"device_id": self.device_id, "client_id": self.client_id, "session_id": self.session_id,
+        return {"device_id": self.device_id, "tenant": self.tenant, "client_id": self.client_id,
+                "session_id": self.session_id,
                 "protocol_version": self.version, "features": self.features,
                 "listen_state": self.listen_state, "listen_mode": self.listen_mode,
                 "connected_at": int(self.connected_at),
@@ -373,6 +380,10 @@ class XiaozhiSession:
         await self.socket.close(code, reason)
 
     def _new_turn(self, options: SynthesisOptions, emotion_label: str | None) -> Turn:
+        if self.lifecycle_stream.draining:
+            raise ApiError(503, "the server is draining for a restart: this device will be asked to reconnect "
+                                "once its current turn ends; speak again then", code="server_draining",
+                           type="server_error", headers={"Retry-After": "1"})
         if self._closing:
             raise ApiError(409, f"device {self.device_id!r} is disconnecting", code="device_closing")
         if self._turns.full():
@@ -423,8 +434,8 @@ class XiaozhiSession:
             await asyncio.wait({self._speaker})
         if current is not None:
             await current.stream.aclose()
-        if self.device_id and self.ctx.devices.get(self.device_id) is self:
-            del self.ctx.devices[self.device_id]
+        if self.device_id and self.ctx.devices.get((self.tenant, self.device_id)) is self:
+            del self.ctx.devices[self.tenant, self.device_id]
         await self.socket.close(1000, "")
         log.info("xiaozhi %s: disconnected", self.device_id or "?")
 
@@ -510,8 +521,9 @@ class XiaozhiSession:
             log.warning("xiaozhi: a device connected without Device-Id; calling it %s", self.device_id)
             self.socket.name = self.device_id
         self._hello_at = time.monotonic()
-        previous = self.ctx.devices.get(self.device_id)
-        self.ctx.devices[self.device_id] = self
+        # Keyed by tenant: the same Device-Id under another tenant is another device, never a takeover.
+        previous = self.ctx.devices.get((self.tenant, self.device_id))
+        self.ctx.devices[self.tenant, self.device_id] = self
         if previous is not None and previous is not self:
             log.info("xiaozhi %s: new connection replaces the old one", self.device_id)
             await previous.close(1000, "replaced by a newer connection from the same device")
@@ -522,6 +534,10 @@ class XiaozhiSession:
 
     async def _on_speak(self, fields: dict, more: bool) -> None:
         """In-band ``speak``: a whole turn, or with ``flush: false`` a piece of an open turn."""
+        with self.lifecycle_stream.speaking():  # in flight while its voice is being resolved, too
+            await self._speak_in_band(fields, more)
+
+    async def _speak_in_band(self, fields: dict, more: bool) -> None:
         try:
             if self._inband is not None and not self._inband.finished:
                 turn = self._inband

@@ -52,7 +52,7 @@ def test_module_entry_point_help():
 async def test_waits_for_control_api_speech(tmp_path):
     with serve(tmp_path) as (ctx, url, base):
         task = asyncio.create_task(simulate(url, None, version=2, device_id="sim-ctl"))
-        while "sim-ctl" not in ctx.devices:
+        while ("default", "sim-ctl") not in ctx.devices:
             await asyncio.sleep(0.02)
         async with httpx.AsyncClient(base_url=base) as http:
             resp = await http.post("/v1/xiaozhi/devices/sim-ctl/speak", json={"text": "Pushed to you."})

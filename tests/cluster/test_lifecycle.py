@@ -21,7 +21,7 @@ from cluster_helpers import ToneEngine, draining_server, free_port, make_ctx, se
 from clients.agent_client import AgentStream  # noqa: E402
 from clients.device_simulator import DeviceSimulator  # noqa: E402
 from realtime_tts.server.lifecycle import (  # noqa: E402
-    GOING_AWAY_REASON, REFUSED_REASON, Lifecycle,
+    GOING_AWAY_REASON, REFUSED_REASON, Lifecycle, stream_of,
 )
 
 FAST = {"silence_ms": 200, "xiaozhi_prebuffer_packets": 2, "xiaozhi_max_lead_ms": 400}
@@ -55,9 +55,9 @@ async def until(condition, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_drain_closes_quiet_streams_first_and_everything_at_the_deadline():
-    now = [0.0]  # the lifecycle's clock, moved by hand
-    life = Lifecycle(capacity=8, drain_timeout_s=0.8, replica_id="r", quiet_s=0.15, clock=lambda: now[0])
+async def test_drain_waits_for_utterances_in_flight_and_closes_the_rest_at_the_deadline():
+    now = [0.0]  # the lifecycle's clock (the deadline), moved by hand
+    life = Lifecycle(capacity=8, drain_timeout_s=0.8, replica_id="r", clock=lambda: now[0])
     closed: dict[str, float] = {}
 
     def socket_stream(name):
@@ -69,27 +69,29 @@ async def test_drain_closes_quiet_streams_first_and_everything_at_the_deadline()
         stream.closer = closer
         return stream
 
-    idle, busy, chatty = socket_stream("idle"), socket_stream("busy"), socket_stream("chatty")
-    idle.last_activity = -1.0  # quiet for a while already
+    idle, busy, stuck = socket_stream("idle"), socket_stream("busy"), socket_stream("stuck")
     http = life.open("http", "/v1/audio/speech")  # finishes by itself
-    with busy.speaking():
+    end_busy = busy.begin_utterance()
+    with stuck.speaking():
+        assert not busy.draining
         task = life.start_drain("test")
         assert life.start_drain("again") is task and life.drain_reason == "test"  # idempotent
-        assert life.draining and not life.ready and life.state == "draining"
-        await until(lambda: "idle" in closed)
-        now[0] = 0.3
-        chatty.touch(0.3)
-        await asyncio.sleep(0.3)  # a few drain passes
-        assert set(closed) == {"idle"}  # busy is mid-utterance, chatty sends
-    now[0] = 0.5
-    chatty.touch(0.5)
-    await until(lambda: "busy" in closed)  # utterance over and quiet since: closed
-    await asyncio.sleep(0.3)
-    assert "chatty" not in closed and not task.done()
-    now[0] = 0.8  # the deadline closes what is left
-    await asyncio.wait_for(task, 5)
-    assert closed == {"idle": 0.0, "busy": 0.5, "chatty": 0.8}
+        assert life.draining and not life.ready and life.state == "draining" and busy.draining
+        await until(lambda: "idle" in closed)  # nothing in flight: closed at once
+        await asyncio.sleep(0.3)  # a few drain passes: however quiet, an utterance in flight is waited for
+        assert set(closed) == {"idle"}
+        now[0] = 0.5
+        end_busy()
+        end_busy()  # ending twice counts once
+        await until(lambda: "busy" in closed, timeout=0.5)  # the moment its utterance ends
+        assert busy.utterances == 0 and stuck.utterances == 1 and not task.done()
+        now[0] = 0.8  # the deadline closes what is left
+        await asyncio.wait_for(task, 5)
+    assert closed == {"idle": 0.0, "busy": 0.5, "stuck": 0.8}
     assert life.drained.is_set() and life.streams == {http}
+    detached = stream_of({"path": "/x"})  # a session run without the middleware: never draining
+    with detached.speaking():
+        assert not detached.draining and detached.utterances == 1
 
 
 # --- a live server: what clients see -----------------------------------------------------------
@@ -128,11 +130,11 @@ async def test_drain_refuses_new_work_and_lets_a_turn_finish(tmp_path):
                     await late.recv()
                 assert (late.close_code, late.close_reason) == (1013, REFUSED_REASON)
 
-            # The idle agent socket goes within about quiet_s; the device's turn plays to its end.
+            # The idle agent socket goes at once; the device's turn plays to its end.
             with pytest.raises(websockets.ConnectionClosed):
                 await agent.recv(timeout=3)
             assert (agent.ws.close_code, agent.ws.close_reason) == (1001, GOING_AWAY_REASON)
-            assert time.monotonic() - t0 < 2.0
+            assert time.monotonic() - t0 < 0.8
             turn = await dev.next_turn(timeout=10)
             assert len(turn.packets) * 0.06 > 2.0 and turn.stopped_at is not None
             assert await dev.wait_closed(5) == (1001, GOING_AWAY_REASON)
@@ -152,6 +154,74 @@ async def test_drain_deadline_cuts_a_long_turn_with_1001(tmp_path):
         assert await dev.wait_closed(5) == (1001, GOING_AWAY_REASON)
         assert 0.9 < time.monotonic() - t0 < 2.5
         assert dev.turns and dev.turns[0].stopped_at is None  # cut mid-turn, with a clean close frame
+
+
+class SlowEngine(ToneEngine):
+    """Text with SLOW takes 1.5 s to synthesize: longer in the making than any rule of quiet."""
+
+    def synthesize(self, text, options, cancel):
+        if "SLOW" in text:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                cancel.raise_if_cancelled()
+                time.sleep(0.01)
+        return super().synthesize(text, options, cancel)
+
+
+async def read_until_closed(agent: AgentStream, timeout: float = 20) -> list:
+    events = []
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            events.append(await agent.recv(timeout=timeout))
+    return events
+
+
+async def test_drain_waits_for_every_utterance_in_flight_and_refuses_new_ones(tmp_path):
+    ctx = make_ctx(tmp_path, SlowEngine(), drain_timeout_s=15, **FAST)
+    with draining_server(ctx) as (base, server):
+        ws = base.replace("http://", "ws://")
+        dev = DeviceSimulator(ws + "/xiaozhi/v1/", warn=lambda m: None)
+        idle_dev = DeviceSimulator(ws + "/xiaozhi/v1/", warn=lambda m: None)
+        await dev.connect()
+        await idle_dev.connect()
+        agent = await AgentStream.connect(ws + "/v1/tts/stream")
+        await dev.speak("SLOW first sentence. A second one.")
+        await agent.text("c1", "SLOW hello there. Goodbye now.", end=True)
+        await dev.wait_for(lambda m: m.get("type") == "tts" and m.get("state") == "start")
+        assert (await agent.recv(timeout=5))["type"] == "context_started"
+
+        t0 = time.monotonic()
+        server.handle_exit(signal.SIGTERM, None)
+        # Nothing in flight: closed at once.
+        assert await idle_dev.wait_closed(1.0) == (1001, GOING_AWAY_REASON)
+        # New utterances are refused while the ones in flight go on.
+        async with httpx.AsyncClient(base_url=base) as http:
+            late = await http.post(f"/v1/xiaozhi/devices/{dev.device_id}/speak", json={"text": "Late."})
+        assert late.status_code == 503 and late.json()["error"]["code"] == "server_draining"
+        await dev.speak("In-band, late.")
+        assert (await dev.wait_for(lambda m: m.get("type") == "error"))["code"] == "server_draining"
+        await agent.text("c2", "Too late.", end=True)
+
+        # No frame for 1.5 s while the first sentences are made: waited for all the same.
+        events = await read_until_closed(agent)
+        assert (agent.ws.close_code, agent.ws.close_reason) == (1001, GOING_AWAY_REASON)
+        kinds = [(e.get("type"), e.get("context_id")) for e in events if isinstance(e, dict)]
+        assert ("error", "c2") in kinds and ("done", "c1") in kinds
+        done = next(e for e in events if isinstance(e, dict) and e.get("type") == "done")
+        frames = [e for e in events if not isinstance(e, dict) and e.context_id == "c1"]
+        frame_ms = agent.ready["output"]["frame_ms"]
+        assert done["sentences"] == 2 and len(frames) * frame_ms == done["audio_ms"] > 0  # every frame, then done
+        turn = await dev.next_turn(timeout=10)
+        assert turn.sentences == ["SLOW first sentence.", "A second one."] and turn.stopped_at is not None
+        assert await dev.wait_closed(5) == (1001, GOING_AWAY_REASON)
+        assert time.monotonic() - t0 > 1.5
+        assert not [e for e in events if not isinstance(e, dict) and e.context_id != "c1"]  # nothing of c2
+        assert len(engine_texts := [t for t, _ in ctx.engine.calls]) == 4 and "Late." not in engine_texts
+        await agent.close()
+        await dev.close()
+        await idle_dev.close()
+        server.thread.join(10)
+        assert not server.thread.is_alive()
 
 
 # --- a real SIGTERM to `realtime-tts serve` -----------------------------------------------------

@@ -181,6 +181,8 @@ async def test_streams_through_the_proxy_arrive_whole_and_in_order(affinity_app)
 async def test_deleting_the_app_drains_sockets_with_1001(affinity_app):
     ws = affinity_app.replace("http://", "ws://")
     idle = await AgentStream.connect(ws + "/v1/tts/stream?voice=voice2")
+    talking = await AgentStream.connect(ws + "/v1/tts/stream?voice=voice2")
+    await talking.text("c1", "A context the agent is still writing.")  # open: in flight until it ends
     dev = DeviceSimulator(ws + "/xiaozhi/v1/", warn=lambda m: None)
     await dev.connect()
     await dev.speak("One two three four five. Six seven eight nine ten.")
@@ -191,6 +193,17 @@ async def test_deleting_the_app_drains_sockets_with_1001(affinity_app):
     assert (idle.ws.close_code, idle.ws.close_reason) == (1001, GOING_AWAY_REASON)  # not Ray's 1006
     assert await dev.wait_closed(20) == (1001, GOING_AWAY_REASON)
     assert dev.turns[0].stopped_at is not None  # its turn played to the end first
+    # The open context was waited for: the agent can still end it, and a new one is refused.
+    await talking.text("c2", "Too late.", end=True)
+    await talking.end("c1")
+    events = []
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            events.append(await talking.recv(timeout=20))
+    kinds = [(e["type"], e.get("context_id")) for e in events if isinstance(e, dict)]
+    assert ("done", "c1") in kinds and ("error", "c2") in kinds, kinds
+    assert next(e for e in events if isinstance(e, dict) and e["type"] == "error")["code"] == "server_draining"
+    assert (talking.ws.close_code, talking.ws.close_reason) == (1001, GOING_AWAY_REASON)
     await asyncio.wait_for(deleting, 60)
 
 

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from http_helpers import client_for, free_port, make_ctx, make_settings  # noqa: E402
 
 from realtime_tts.config import ConfigError  # noqa: E402
-from realtime_tts.server.auth import (AuthMiddleware, auth_middleware, device_token_secret,  # noqa: E402
-                                      issue_device_token, load_api_keys, verify_device_token)
+from realtime_tts.server.auth import (OPEN, AuthMiddleware, Principal, auth_middleware,  # noqa: E402
+                                      device_token_secret, issue_device_token, load_api_keys, load_key_table,
+                                      principal_of, verify_device_token)
 
 MISSING = {"error": {"message": "missing API key: send 'Authorization: Bearer <key>'",
                      "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
@@ -36,7 +37,8 @@ def test_keys_from_settings_and_file(tmp_path):
     keys_file.write_text("# team keys\nk-file-1\n\n  k-file-2  \n")
     settings = make_settings(tmp_path, api_keys=["k1", " "], api_keys_file=str(keys_file))
     assert load_api_keys(settings) == ["k1", "k-file-1", "k-file-2"]
-    assert auth_middleware(make_settings(tmp_path)) == []  # no keys: no middleware, open server
+    assert load_key_table(settings).owners == {"k1": "default", "k-file-1": "default", "k-file-2": "default"}
+    assert not load_key_table(make_settings(tmp_path))  # no keys: an open server
     with pytest.raises(ConfigError, match="api_keys_file: cannot read"):
         load_api_keys(make_settings(tmp_path, api_keys_file=str(tmp_path / "missing.txt")))
     assert make_settings(tmp_path, api_keys=["secret"]).public()["api_keys"] == "***"
@@ -209,3 +211,99 @@ def test_device_token_opens_only_the_xiaozhi_socket(tmp_path):
             with client.websocket_connect(url, headers=headers):
                 pass
         assert info.value.status_code == 401, url
+
+
+KEYS_FILE = """# plain keys: the default tenant, as before tenants
+k-plain
+[tenant acme]
+k-acme-1
+   k-acme-2
+[admin]
+k-root
+[ tenant globex ]
+k-globex
+"""
+
+
+def test_key_file_sections_and_settings_map_keys_to_tenants(tmp_path):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(KEYS_FILE)
+    settings = make_settings(tmp_path, api_keys=["k1"], api_tenants={"acme": ["k-acme-3"], "initech": "k-ini"},
+                             admin_keys=["k-admin"], api_keys_file=str(keys_file))
+    assert load_key_table(settings).owners == {
+        "k1": "default", "k-acme-3": "acme", "k-ini": "initech", "k-admin": None, "k-plain": "default",
+        "k-acme-1": "acme", "k-acme-2": "acme", "k-root": None, "k-globex": "globex"}
+    assert load_key_table(settings).tenants == {"default", "acme", "initech", "globex"}
+    public = settings.public()
+    assert public["api_tenants"] == "***" and public["admin_keys"] == "***"
+
+    twice = make_settings(tmp_path, api_tenants={"acme": ["k-secret-value"], "globex": ["k-secret-value"]})
+    with pytest.raises(ConfigError) as info:
+        load_key_table(twice)
+    assert "tenant 'acme' and tenant 'globex'" in str(info.value) and "k-secret-value" not in str(info.value)
+    with pytest.raises(ConfigError, match="tenant 'Not Ok' is not"):
+        load_key_table(make_settings(tmp_path, api_tenants={"Not Ok": ["k"]}))
+    keys_file.write_text("[tenant ../etc]\nk\n")
+    with pytest.raises(ConfigError, match="line 1: tenant '../etc' is not"):
+        load_key_table(make_settings(tmp_path, api_keys_file=str(keys_file)))
+    keys_file.write_text("k-admin-too\n[admin]\nk-admin-too\n")
+    with pytest.raises(ConfigError, match="line 3: a key is listed for both tenant 'default' and the admin keys"):
+        load_key_table(make_settings(tmp_path, api_keys_file=str(keys_file)))
+
+
+def _principal_app(settings):
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def who(request):
+        p = principal_of(request.scope)
+        return JSONResponse({"tenant": p.tenant, "admin": p.admin, "sees_all": p.sees_all})
+
+    async def ws_who(ws):
+        await ws.accept()
+        await ws.send_text(principal_of(ws.scope).tenant)
+        await ws.close()
+
+    return Starlette(routes=[Route("/who", who), WebSocketRoute("/ws", ws_who)], middleware=auth_middleware(settings))
+
+
+def test_the_principal_is_resolved_once_into_the_scope(tmp_path):
+    settings = make_settings(tmp_path, api_keys=["k-plain"], api_tenants={"acme": ["k-acme"]}, admin_keys=["k-root"])
+    client = TestClient(_principal_app(settings))
+
+    def who(key, **headers):
+        return client.get("/who", headers={"Authorization": f"Bearer {key}", **headers})
+
+    assert who("k-plain").json() == {"tenant": "default", "admin": False, "sees_all": False}
+    assert who("k-acme").json() == {"tenant": "acme", "admin": False, "sees_all": False}
+    assert who("k-acme", **{"X-Tenant": "acme"}).json()["tenant"] == "acme"
+    refused = who("k-acme", **{"X-Tenant": "globex"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "tenant_forbidden"
+    assert who("k-plain", **{"X-Tenant": "acme"}).status_code == 403
+    assert who("k-root").json() == {"tenant": "default", "admin": True, "sees_all": True}
+    assert who("k-root", **{"X-Tenant": "acme"}).json() == {"tenant": "acme", "admin": True, "sees_all": False}
+    assert client.get("/who?tenant=acme", headers={"Authorization": "Bearer k-root"}).json()["tenant"] == "acme"
+    assert who("k-root", **{"X-Tenant": "ACME!"}).json()["error"]["code"] == "invalid_tenant"
+    with client.websocket_connect("/ws?api_key=k-root&tenant=acme") as ws:
+        assert ws.receive_text() == "acme"
+    with pytest.raises(Exception) as info:
+        with client.websocket_connect("/ws?api_key=k-acme&tenant=globex"):
+            pass
+    assert info.value.status_code == 403
+
+    open_server = TestClient(_principal_app(make_settings(tmp_path)))  # no keys: everyone is the default tenant
+    assert open_server.get("/who").json() == {"tenant": "default", "admin": False, "sees_all": False}
+    assert OPEN == Principal("default")
+
+
+def test_device_tokens_carry_the_tenant():
+    secret = "s3cret"
+    plain = issue_device_token(secret, "cid", "dev", now=1_000_000)
+    assert plain.count(".") == 1 and verify_device_token(secret, plain, "cid", "dev", now=1_000_000) == "default"
+    acme = issue_device_token(secret, "cid", "dev", tenant="acme", now=1_000_000)
+    sig, ts, tenant = acme.split(".")
+    assert (ts, tenant) == ("1000000", "acme") and verify_device_token(secret, acme, "cid", "dev", now=1_000_000) == "acme"
+    expected = base64.urlsafe_b64encode(hmac.new(b"s3cret", b"cid|dev|1000000|acme", hashlib.sha256).digest())
+    assert sig == expected.decode().rstrip("=")
+    for forged in (f"{sig}.{ts}.globex", f"{sig}.{ts}", f"{sig}.{ts}.", f"{sig}.{ts}.Not Ok"):
+        assert verify_device_token(secret, forged, "cid", "dev", now=1_000_000) is None, forged

@@ -79,9 +79,15 @@ def test_engines_describe_their_capabilities():
         "voice_cloning": False, "emotion": [], "languages": ["zh", "en"], "speed": [0.5, 2.0], "clones_voices": False}
     # IndexTTS2 clones; emotion text needs the Qwen emotion model, the other drivers do not.
     assert IndexTTS2Engine.clones_voices is True
-    sources = IndexTTS2Engine.emotion_sources.fget
+    from realtime_tts.engine.indextts2 import IndexTTS2Family
+
+    sources = IndexTTS2Family.emotion_sources.fget
     assert sources(SimpleNamespace(models=SimpleNamespace(qwen=None))) == ("vector", "reference")
     assert sources(SimpleNamespace(models=SimpleNamespace(qwen=object()))) == ("vector", "reference", "text")
+    # the engine reports what its model family follows
+    engine = SimpleNamespace(family=SimpleNamespace(emotion_sources=("vector",), languages=("zh",)))
+    assert IndexTTS2Engine.emotion_sources.fget(engine) == ("vector",)
+    assert IndexTTS2Engine.languages.fget(engine) == ("zh",)
 
 
 # --- a live server on eSpeak NG --------------------------------------------------------------------

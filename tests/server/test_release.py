@@ -21,6 +21,7 @@ from xiaozhi_helpers import device  # noqa: E402
 from realtime_tts.audio import stream as audio_stream  # noqa: E402
 from realtime_tts.engine.base import SynthesisOptions  # noqa: E402
 from realtime_tts.engine.executor import BULK, REALTIME  # noqa: E402
+from realtime_tts.server.auth import PRINCIPAL_SCOPE_KEY, Principal  # noqa: E402
 from realtime_tts.server.xiaozhi import XiaozhiSession  # noqa: E402
 
 
@@ -114,6 +115,7 @@ class StalledSocket:
     def __init__(self) -> None:
         self.headers = {"device-id": "deaf", "protocol-version": "1"}
         self.query_params: dict = {}
+        self.scope = {PRINCIPAL_SCOPE_KEY: Principal("default")}  # as the auth middleware leaves it
         self.incoming: asyncio.Queue = asyncio.Queue()
         self.sent: list[dict] = []
         self.closed: tuple[int, str] | None = None

@@ -134,7 +134,8 @@ def test_tts_url_server_paths_when_enabled(tmp_path, engine):
 def test_audio_voices_lists_speakers_like_speaker_json(client, ctx):
     listing = client.get("/audio/voices").json()
     assert list(listing) == ["jay_klee"]
-    assert listing["jay_klee"] == [str(ctx.voices.get("jay_klee").audio_path)]
+    assert listing["jay_klee"] == ["/v1/audio/voices/jay_klee/audio"]  # a URL of ours, never a server path
+    assert str(ctx.settings.data_dir) not in client.get("/audio/voices").text
     assert json.loads(json.dumps(listing)) == listing
 
 

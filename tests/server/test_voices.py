@@ -3,7 +3,9 @@ atomic storage and the speaker.json import."""
 
 import hashlib
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from http_helpers import client_for, encode_with_av, error_of, make_ctx, tone_wav  # noqa: E402
 
+from realtime_tts.server.voice_store import SWEEP_GRACE_S  # noqa: E402
 from realtime_tts.server.voices import (VoiceLibrary, import_speaker_json,  # noqa: E402
                                         main as voices_cli)
 
@@ -52,7 +55,7 @@ def test_upload_list_get_audio_delete(ctx):
                        "POST /v1/audio/voices uploads one",
             "type": "invalid_request_error", "param": "voice", "code": "voice_not_found"}}
         assert client.delete(f"/v1/audio/voices/{v['id']}").status_code == 404
-        assert not list((ctx.voices.root).glob("*.wav")), "the clip file is removed with the voice"
+        assert ctx.voices.store.list("clips/") == {}, "the clip is removed with the voice"
 
 
 @pytest.mark.parametrize("fmt,codec,filename", [
@@ -129,14 +132,20 @@ def test_voices_survive_a_restart(tmp_path):
 def test_crash_leftovers_are_swept_and_corrupt_metadata_ignored(tmp_path):
     lib = VoiceLibrary(tmp_path)
     lib.add(tone_wav(1.0), voice_id="good")
-    root = lib.root
-    (root / ".tmp-abc123").write_bytes(b"half a clip")  # a crash mid-write
-    (root / "orphan.0123456789abcdef.wav").write_bytes(tone_wav(1.0))  # clip written, metadata not
-    (root / "broken.json").write_text("{not json")
-    (root / "lost.json").write_text(json.dumps({"id": "lost", "file": "lost.ffff.wav", "content_hash": "ff"}))
+    store = lib.store
+    old = time.time() - SWEEP_GRACE_S - 60
+    clips = tmp_path / "store" / "clips" / "default"
+    (clips / ".tmp-abc123").write_bytes(b"half a clip")  # a crash mid-write
+    store.put("clips/default/orphan.00112233.wav", tone_wav(1.0))  # clip written, metadata not
+    store.put("clips/default/young.44556677.wav", tone_wav(1.0))  # the same, just now: maybe a save under way
+    for name in (".tmp-abc123", "orphan.00112233.wav"):
+        os.utime(clips / name, (old, old))
+    store.put("voices/default/broken.json", b"{not json")
+    store.put("voices/default/lost.json", json.dumps({"id": "lost", "content_hash": "ff"}).encode())
     lib2 = VoiceLibrary(tmp_path)
     assert [m["id"] for m in lib2.list()] == ["good"]
-    assert not (root / ".tmp-abc123").exists() and not (root / "orphan.0123456789abcdef.wav").exists()
+    assert not (clips / ".tmp-abc123").exists() and not (clips / "orphan.00112233.wav").exists()
+    assert (clips / "young.44556677.wav").exists()
     assert lib2.get("good").audio_path.is_file()
 
 
@@ -145,7 +154,7 @@ def test_replacing_a_voice_keeps_one_clip(tmp_path):
     a = lib.add(tone_wav(1.0), voice_id="v")
     b = lib.add(tone_wav(1.0, freq=400), voice_id="v", replace=True)
     assert a.content_hash != b.content_hash and b.audio_path.is_file() and not a.audio_path.exists()
-    assert len(list(lib.root.glob("*.wav"))) == 1
+    assert len(lib.store.list("clips/")) == 1
 
 
 def test_speaker_json_import_joins_clips_and_is_idempotent(tmp_path):
@@ -257,11 +266,11 @@ def test_voices_added_by_the_cli_appear_in_a_running_server(tmp_path, capsys):
 def test_refresh_leaves_another_process_half_written_voice_alone(tmp_path):
     server = VoiceLibrary(tmp_path)
     other = VoiceLibrary(tmp_path, sweep=False)
-    clip_only = server.root / "late.0123456789abcdef.wav"
-    clip_only.write_bytes(tone_wav(1.0))  # the other process wrote the clip, not yet its metadata
-    assert server.refresh() is False and clip_only.exists()
-    VoiceLibrary(tmp_path, sweep=False)  # the command line opening the library sweeps nothing either
-    assert clip_only.exists()
+    server.store.put("clips/default/late.0123456789abcdef.wav", tone_wav(1.0))  # the clip, not yet its metadata
+    assert server.refresh() is False
+    VoiceLibrary(tmp_path, sweep=False)  # the command line opening the library sweeps nothing
+    VoiceLibrary(tmp_path)  # a server starting sweeps only what is older than the grace period
+    assert "clips/default/late.0123456789abcdef.wav" in server.store.list("clips/")
     other.add(tone_wav(1.0, freq=300), voice_id="late")
     assert server.refresh() is True and "late" in server and server.refresh() is False
 
@@ -301,3 +310,18 @@ def test_inline_clips_are_stored_by_hash_and_pruned(tmp_path, monkeypatch):
     assert lib.list() == []  # never listed
     with pytest.raises(Exception, match="clip is silent"):
         lib.transient(tone_wav(1.0)[:44] + bytes(32000))
+
+
+def test_cli_works_on_one_tenant_at_a_time(tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(tone_wav(1.0, freq=260))
+    data = str(tmp_path / "data")
+    assert voices_cli(["--data-dir", data, "--tenant", "acme", "add", str(clip), "--id", "alice"]) == 0
+    capsys.readouterr()
+    assert voices_cli(["--data-dir", data, "list"]) == 0 and capsys.readouterr().out == ""  # the default tenant's
+    assert voices_cli(["--data-dir", data, "list", "--all"]) == 0
+    assert capsys.readouterr().out.startswith("acme\talice\talice\t1.0s\t")
+    assert voices_cli(["--data-dir", data, "delete", "alice"]) == 1  # not the default tenant's to delete
+    assert voices_cli(["--data-dir", data, "--tenant", "acme", "delete", "alice"]) == 0
+    assert voices_cli(["--data-dir", data, "--tenant", "Not Ok", "list"]) == 1
+    assert "--tenant 'Not Ok'" in capsys.readouterr().err

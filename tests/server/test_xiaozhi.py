@@ -55,7 +55,7 @@ async def test_protocol_versions(tmp_path, version):
                 assert all(p.timestamp_ms is None for p in turn.packets)
             # no session-layer error and nothing sent after stop
             assert not [m for _, m in dev.messages if m.get("type") == "error"]
-            session = ctx.devices[dev.device_id]
+            session = ctx.devices["default", dev.device_id]
             assert session.version == version and session.features == {"mcp": True}
             assert session.uplink_audio_params["sample_rate"] == 16000
             assert session.listen_state == "start" and session.listen_mode == "auto"
@@ -107,7 +107,7 @@ async def test_abort_stops_audio_and_sends_stop(tmp_path):
             assert len(turn.sentences) < 12
             await asyncio.sleep(0.5)
             assert dev.dropped_packets == 0  # nothing arrived after stop
-            session = ctx.devices[dev.device_id]
+            session = ctx.devices["default", dev.device_id]
             assert session.current_turn is None and session.queued_turns == 0
             # the device can be spoken to again, from a fresh encoder state
             await dev.speak("Back again.")
@@ -198,7 +198,7 @@ async def test_session_turn_api(tmp_path):
     """What other endpoints use to forward streamed text to a device: open_turn / push / end."""
     with serve(tmp_path) as (ctx, url, _):
         async with device(url, version=2) as dev:
-            session = ctx.devices[dev.device_id]
+            session = ctx.devices["default", dev.device_id]
 
             async def feed():
                 turn = session.open_turn(SynthesisOptions())
@@ -228,12 +228,12 @@ async def test_ping_mcp_iot_listen(tmp_path):
                 await dev.wait_for(lambda m: m.get("type") == "pong", 5)
                 pongs = sum(1 for _, m in dev.messages if m.get("type") == "pong")
             assert not [m for _, m in dev.messages if m.get("type") == "error"]
-            assert ctx.devices[dev.device_id].listen_state == "stop"
+            assert ctx.devices["default", dev.device_id].listen_state == "stop"
             # uplink audio in the connection's framing is accepted and dropped
             await dev.send_audio(b"\xf8\xff\xfe")
             await dev.send_json({"type": "ping"})
             await dev.wait_for(lambda m: m.get("type") == "pong", 5, since=len(dev.messages))
-            assert ctx.devices[dev.device_id].uplink_frames == 1
+            assert ctx.devices["default", dev.device_id].uplink_frames == 1
 
 
 async def test_metrics(tmp_path):
@@ -252,7 +252,7 @@ async def test_server_close_reaches_the_device(tmp_path):
         async with device(url) as dev:
             await dev.speak("A long sentence that will be cut short by the server going away.")
             await dev.wait_for(lambda m: m.get("state") == "start", 10)
-            session = ctx.devices[dev.device_id]
+            session = ctx.devices["default", dev.device_id]
             await on_server_loop(session, lambda: session.close(1001, "server shutting down"))
             assert await dev.wait_closed(5) == (1001, "server shutting down")
         await until(lambda: not ctx.devices)
@@ -265,7 +265,7 @@ async def test_same_device_reconnecting_replaces_the_old_connection(tmp_path):
             async with device(url, device_id="aa:bb:cc:dd:ee:ff") as new:
                 code, reason = await old.wait_closed(5)
                 assert code == 1000 and "replaced" in reason
-                assert ctx.devices["aa:bb:cc:dd:ee:ff"].session_id == new.session_id
+                assert ctx.devices["default", "aa:bb:cc:dd:ee:ff"].session_id == new.session_id
                 await new.speak("Still me.")
                 check_turn(await new.next_turn(20), ["Still me."])
 
@@ -274,7 +274,7 @@ async def test_path_without_trailing_slash_and_query_identity(tmp_path):
     with serve(tmp_path) as (ctx, url, _):
         async with device(url.rstrip("/"), credentials_in_query=True, send_header_version=False,
                           device_id="11:22:33:44:55:66", version=3) as dev:
-            session = ctx.devices["11:22:33:44:55:66"]
+            session = ctx.devices["default", "11:22:33:44:55:66"]
             assert session.client_id == dev.client_id
             assert session.version == 3  # from hello.version, no header
             await dev.speak("Query identity.")

@@ -80,7 +80,7 @@ async def test_unknown_device_and_bad_bodies(tmp_path):
                 resp = await http.post("/v1/xiaozhi/devices/dev-1/speak", **kwargs)
                 assert resp.status_code in (400, 404), resp.text
                 assert error_of(resp)["code"] == code
-            session = ctx.devices["dev-1"]
+            session = ctx.devices["default", "dev-1"]
             assert session.current_turn is None and session.queued_turns == 0
 
 

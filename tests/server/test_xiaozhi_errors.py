@@ -82,7 +82,7 @@ async def test_malformed_uplink_frames(tmp_path, version, garbage):
             await dev.speak("After garbage.")
             assert (await dev.next_turn(20)).sentences == ["After garbage."]
             assert [m["code"] for _, m in dev.messages if m.get("type") == "error"] == ["invalid_frame"]
-            assert ctx.devices[dev.device_id].bad_frames == 6
+            assert ctx.devices["default", dev.device_id].bad_frames == 6
             await other.speak("Unaffected.")
             assert (await other.next_turn(20)).sentences == ["Unaffected."]
 
@@ -146,7 +146,7 @@ async def test_missing_device_id_gets_a_made_up_one(tmp_path):
         async with connect(url) as ws:
             await ws.send(json.dumps(HELLO))
             hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            (device_id, session), = ctx.devices.items()
+            ((_, device_id), session), = ctx.devices.items()
             assert device_id.startswith("anonymous-") and session.session_id == hello["session_id"]
 
 

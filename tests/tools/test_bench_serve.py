@@ -31,7 +31,7 @@ serve = _load("serve")
 
 LEVEL_KEYS = {"phase", "streams", "turns", "turns_ok", "wall_s", "ttfa_server_s", "ttfa_client_s", "queue_wait_s", "segments",
               "segments_failed", "stages_ms", "gpt_ms_per_code_est", "encode_ms", "rtf", "audio_s",
-              "throughput_x_realtime", "underruns", "stall_s", "gpu_max_allocated_mb", "streams_detail"}
+              "throughput_x_realtime", "underruns", "stall_s", "jitter_s", "gpu_max_allocated_mb", "streams_detail"}
 STATS_KEYS = {"n", "p50", "p95", "mean", "max"}
 
 
@@ -74,6 +74,28 @@ def test_playback_gaps():
     assert underruns == 1 and stall == pytest.approx(0.28 - 0.18)
     assert serve.playback_gaps([(0.0, 0.06), (0.061, 0.06)]) == (0, 0.0)  # within the tolerance
     assert serve.playback_gaps([]) == (0, 0.0)
+
+
+def test_packet_jitter_counts_the_paced_packets_only():
+    # the pre-buffer (5 packets) at once, then one per 60 ms, one of them 10 ms late
+    arrivals = [0.0] * 5 + [0.06, 0.12, 0.19, 0.24]
+    assert serve.packet_jitter(arrivals) == pytest.approx([0.0, 0.0, 0.01, 0.01])
+    assert serve.packet_jitter([0.0] * 5) == []
+
+
+def test_proxy_comparison_table():
+    proxy = _load("proxy")
+
+    def level(n, p50, p95, jitter=None, underruns=0):
+        return {"streams": n, "ttfa_client_s": {"p50": p50, "p95": p95}, "underruns": underruns,
+                "jitter_s": jitter}
+
+    direct = [level(1, 0.100, 0.120, {"p50": 0.0005, "p95": 0.002, "max": 0.004}), level(4, 0.2, 0.3)]
+    ray = [level(1, 0.103, 0.127, {"p50": 0.001, "p95": 0.0035, "max": 0.009}), level(4, 0.25, 0.29, underruns=1)]
+    rows = proxy.comparison_table(direct, ray, 3).splitlines()
+    assert rows[2] == "| 1 | 100 / 120 | 103 / 127 | +3 / +7 | 0.5 / 2.0 / 4.0 | 1.0 / 3.5 / 9.0 | 0 / 0 |"
+    assert rows[3] == "| 4 | 200 / 300 | 250 / 290 | +50 / -10 | - | - | 0 / 1 |"
+    assert rows[-1].endswith("Ray: 3 replicas behind Serve's proxy")
 
 
 def test_espeak_agent_streams_with_plot(tmp_path, capsys):
@@ -137,6 +159,7 @@ def test_espeak_xiaozhi_devices(capsys):
     result = json_line(capsys.readouterr().out)
     assert result["client"] == "xiaozhi"
     check_levels(result, [2], 1)
+    assert result["levels"][0]["jitter_s"]["n"] > 0  # paced packets: their spacing is measured
 
 
 def test_tiny_indextts2_checkpoint(capsys):
@@ -211,6 +234,9 @@ def test_cli_dispatch(capsys):
     (["--streams", "1", "--ref-seconds", "30"], "--ref-seconds must be within"),
     (["--streams", "1", "--engine", "espeak", "--checkpoints", "x"], "apply to --engine indextts2 only"),
     (["--streams", "1", "--checkpoints", "/nonexistent/ckpt"], "--checkpoints: no such directory"),
+    (["--targets", "--ray-replicas", "3"], "--ray-replicas takes N >= 1 replicas and --streams levels"),
+    (["--streams", "1", "--ray-replicas", "-1"], "--ray-replicas takes N >= 1 replicas"),
+    (["--streams", "1", "--ray-replicas", "3"], "--ray-replicas: the replicas load their engine from settings"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -26,6 +26,10 @@ underrun and a p95 TTFA <= 300 ms (levels doubling from 1 up to ``--targets-max`
 the gap between the last that passed and the first that failed). It prints them as a Markdown
 table naming the device, commit and settings, ready for docs/benchmarks.md.
 
+``--ray-replicas N`` compares one ``serve`` process with N replicas behind Ray Serve's proxy, both
+measured from the client (tools/bench/proxy.py): the proxy's added time to first audio and, with
+``--client xiaozhi``, the inter-packet jitter of paced device audio.
+
 Output: a table, one ``JSON {...}`` line, ``--out results.json`` and ``--plot latency.png``.
 This is a benchmark, never a test: timings depend on the machine and on what else runs.
 
@@ -35,6 +39,7 @@ This is a benchmark, never a test: timings depend on the machine and on what els
     realtime-tts bench --streams 1,8,32,64 --engine indextts2 --device cuda   # full-size random weights
     realtime-tts bench --targets --engine indextts2 --device cuda             # the issue's targets table
     realtime-tts bench --streams 1,8,32 --engine indextts2 --checkpoints checkpoints --client xiaozhi
+    realtime-tts bench --streams 1,2,4 --engine espeak --client xiaozhi --ray-replicas 3   # what Ray's proxy adds
 """
 
 from __future__ import annotations
@@ -111,6 +116,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="--targets: turns of the idle single-stream run (default 10)")
     ap.add_argument("--targets-max", type=int, default=128,
                     help="--targets: the most streams the capacity search tries (default 128)")
+    ap.add_argument("--ray-replicas", type=int, default=0, metavar="N",
+                    help="run the levels twice, against one `serve` process directly and through Ray Serve with N "
+                         "replicas, and report what the proxy adds to time to first audio and packet jitter "
+                         "(client side; the cluster extra; --engine espeak, or indextts2 with --checkpoints)")
     ap.add_argument("--client", choices=("agent", "xiaozhi"), default="agent",
                     help="agent-stream sockets (default) or xiaozhi device simulators")
     ap.add_argument("--turns", type=int, default=4, help="turns per stream at each level (default 4)")
@@ -147,6 +156,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("give either --streams levels or --targets")
     if a.targets and (a.targets_turns < 1 or a.targets_max < 1):
         ap.error("--targets-turns and --targets-max must be at least 1")
+    if a.ray_replicas < 0 or (a.ray_replicas and a.targets):
+        ap.error("--ray-replicas takes N >= 1 replicas and --streams levels (not --targets)")
+    if a.ray_replicas and a.engine == "indextts2" and a.checkpoints is None:
+        ap.error("--ray-replicas: the replicas load their engine from settings: --engine espeak, or indextts2 "
+                 "with --checkpoints")
     if a.targets:
         a.streams = []
     if any(n < 1 for n in a.streams):
@@ -370,6 +384,7 @@ class TurnResult:
     packets: int = 0
     underruns: int = 0
     stall_s: float = 0.0
+    jitter_s: list[float] = field(default_factory=list)  # xiaozhi: |packet gap - frame| after the pre-buffer
     error: str | None = None
 
 
@@ -457,7 +472,19 @@ async def xiaozhi_turns(url: str, index: int, texts: list[str], a: argparse.Name
             if errors:
                 turn.error = f"{errors[0].get('code')}: {errors[0].get('message')}"
             _fill(turn, [(p.arrived, p.samples / SAMPLE_RATE) for p in heard.packets], started)
+            turn.jitter_s = packet_jitter([p.arrived for p in heard.packets])
     return results
+
+
+def packet_jitter(arrivals: list[float]) -> list[float]:
+    """|gap - frame| between paced packets: every packet after the pre-buffer burst (server/pacing.py)."""
+    from realtime_tts.config import Settings
+    from realtime_tts.server.pacing import lead_frames
+
+    defaults = Settings()
+    lead = lead_frames(FRAME_MS, defaults.xiaozhi_prebuffer_packets, defaults.xiaozhi_max_lead_ms)
+    paced = arrivals[lead - 1:]
+    return [abs(later - earlier - FRAME_MS / 1000) for earlier, later in zip(paced, paced[1:])]
 
 
 def _fill(turn: TurnResult, arrivals: list[tuple[float, float]], started: float | None) -> None:
@@ -554,6 +581,7 @@ async def run_level(n: int, port: int, a: argparse.Namespace, rec: Recorder, eng
         "throughput_x_realtime": round(audio / wall, 3) if wall else None,
         "underruns": sum(t.underruns for t in turns),
         "stall_s": round(sum(t.stall_s for t in turns), 3),
+        "jitter_s": _pct([j for t in turns for j in t.jitter_s]),
         "gpu_max_allocated_mb": gpu_mb,
         "streams_detail": streams,
     }
@@ -740,6 +768,8 @@ def run_bench(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # clients/ lives in the source tree
+    if a.ray_replicas:
+        return _sibling("proxy").run(a, sys.modules[__name__])
     from realtime_tts.engine.checkpoints import CheckpointError
     from realtime_tts.engine.pipeline import synthetic_voice_wav
 

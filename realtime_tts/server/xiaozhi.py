@@ -277,7 +277,7 @@ class DeviceSocket:
 class XiaozhiSession:
     """One connected device. Public: ``device_id``, ``tenant``, ``client_id``, ``session_id``, ``version``,
     ``features``, ``uplink_audio_params``, ``listen_state``, ``listen_mode``, ``connected_at``,
-    ``current_turn``, ``queued_turns``, ``uplink_frames``, ``bad_frames``, ``loop``; ``speak``,
+    ``current_turn``, ``queued_turns``, ``uplink_frames``, ``bad_frames``, ``loop``, ``closing``; ``speak``,
     ``open_turn``, ``abort``, ``close``, ``describe``."""
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
@@ -543,8 +543,8 @@ class DeviceReader:
 class TurnPlayer:
     """A session's turns and its speaker task: the bounded queue of turns waiting behind the
     current one (``MAX_QUEUED_TURNS``), the turn playing (``current``) and the task that takes
-    them in order and plays each in a playback task. The session puts turns in and drops them;
-    only the speaker takes them out and sets ``current``."""
+    them in order and plays each in a playback task. The session queues turns and drops the
+    waiting ones; only the speaker task takes a turn out to play it, and sets ``current``."""
 
     def __init__(self, session: XiaozhiSession) -> None:
         self.session = session

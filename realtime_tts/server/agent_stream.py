@@ -15,12 +15,12 @@ Who owns what (one owner per task and per queue)::
   context's voice/emotion/speed on the codec pool and gives each context one ``SpeechStream``
   (``speech.py``: splitter, auto-flush timer, submission within a bounded lead, encoding off
   the loop, its own encoder, so every context is an independent audio stream).
-* The **player** plays contexts strictly in creation order, turning each stream's events into
-  ``sentence_start``, audio frames, ``sentence_end``, ``flushed`` and ``done``.
-* The **writer** is the only task that writes to the socket. It drops queued items of a
-  cancelled context (nothing of a context follows its ``cancelled``) and acknowledges each
-  audio frame the socket accepted to its stream: synthesis never runs more than
-  ``max_lead_s`` ahead of what the client took. A client that accepts nothing for
+* The **player** (``ContextPlayer``) plays contexts strictly in creation order, turning each
+  stream's events into ``sentence_start``, audio frames, ``sentence_end``, ``flushed`` and ``done``.
+* The **writer** (``SocketWriter``, which owns the outbox) is the only task that writes to the
+  socket. It drops queued items of a cancelled context (nothing of a context follows its
+  ``cancelled``) and acknowledges each audio frame the socket accepted to its stream:
+  synthesis never runs more than ``max_lead_s`` ahead of what the client took. A client that accepts nothing for
   ``write_timeout_s`` is dropped (close 1008) and all its synthesis cancelled.
 * The **watchdog** closes a socket that sent nothing for ``stream_idle_timeout_s`` while the
   player had nothing to do (an open context waiting for text counts as idle).
@@ -115,7 +115,7 @@ class StreamSession:
         self.defaults: tuple[SynthesisOptions, list[Notice]] | None = None  # parsed default option fields
         self.contexts: dict[str, _Context] = {}  # every context not yet retired by the player
         self.order: asyncio.Queue[_Context] = asyncio.Queue()  # reader -> player, in creation order
-        self.outbox: asyncio.Queue[_Out | tuple] = asyncio.Queue(OUTBOX_LIMIT)  # -> writer
+        self.writer = SocketWriter(websocket, self.ctx, self.id)  # the outbox -> the socket
         self.current: _Context | None = None  # the context the player works on
         self.last_activity = time.monotonic()
         self.closing = False
@@ -124,7 +124,7 @@ class StreamSession:
     async def run(self) -> None:
         tasks = [asyncio.create_task(self._read(), name=f"{self.owner}-reader"),
                  asyncio.create_task(ContextPlayer(self).run(), name=f"{self.owner}-player"),
-                 asyncio.create_task(self._write(), name=f"{self.owner}-writer"),
+                 asyncio.create_task(self.writer.run(), name=f"{self.owner}-writer"),
                  asyncio.create_task(self._watch_idle(), name=f"{self.owner}-watchdog")]
         try:
             await self._send(self.protocol.ready(self._ready_extra()))
@@ -134,7 +134,7 @@ class StreamSession:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("agent stream %s: %s failed", self.id, task.get_name(), exc_info=task.exception())
-                    await self._close_now(CLOSE_INTERNAL_ERROR, "internal error")
+                    await self.writer.close_now(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             await self._cleanup(tasks)
 
@@ -153,16 +153,11 @@ class StreamSession:
                 await stream.aclose()  # encoders freed before the session is gone
         self.contexts.clear()
 
-    async def _close_now(self, code: int, reason: str) -> None:
-        """Close from here (the writer is gone or failed): best effort."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT_S)
-
     async def _close(self, code: int, reason: str) -> None:
         """Close after everything already queued for the client has been written."""
         if not self.closing:
             self.closing = True
-            await self.outbox.put((CLOSE, code, reason))
+            await self.writer.put((CLOSE, code, reason))
 
     def _ready_extra(self) -> dict:
         s, engine = self.settings, self.ctx.engine
@@ -299,15 +294,60 @@ class StreamSession:
         if payload.get("type") == "error":
             self.ctx.metrics.error(f"stream_{payload['code']}")
             log.info("agent stream %s: %s: %s", self.id, payload["code"], payload["message"])
-        await self.outbox.put(_Out(payload))
+        await self.writer.put(_Out(payload))
 
-    # --- writer: the only task that writes to the socket ----------------------------------------
-    async def _write(self) -> None:
-        timeout = self.settings.write_timeout_s
+    # --- watchdog ------------------------------------------------------------------------------
+    def _busy(self) -> bool:
+        """Audio is being made or sent (an open context waiting for text does not count)."""
+        current = self.current
+        return self.writer.has_queued or (current is not None and not current.stream.waiting_for_text)
+
+    async def _watch_idle(self) -> None:
+        idle = self.settings.stream_idle_timeout_s
+        while True:
+            await asyncio.sleep(max(0.05, self.last_activity + idle - time.monotonic()))
+            if self._busy():
+                self.last_activity = time.monotonic()
+                continue
+            if time.monotonic() - self.last_activity >= idle:
+                await self._send(StreamError("idle_timeout", f"no message for {idle:g} s; closing (send "
+                                             "{\"type\":\"keepalive\"} to keep the socket open)").payload())
+                await self._close(CLOSE_NORMAL, "idle timeout")
+                return  # the writer sends the close; the client's answer ends the session
+
+
+class SocketWriter:
+    """The socket's bounded outbox (``OUTBOX_LIMIT``) and the writer task's loop, the only code
+    that writes to the socket: items in the order queued, none of a context the client cancelled,
+    each audio frame the socket accepted acknowledged to its stream (so synthesis stays within
+    ``max_lead_s`` of what the client took). A client that accepts nothing for
+    ``write_timeout_s`` is closed with 1008 and the loop ends, which ends the session."""
+
+    def __init__(self, websocket: WebSocket, ctx, session_id: str) -> None:
+        self.ws = websocket
+        self.ctx = ctx
+        self.session_id = session_id  # for logs
+        self.outbox: asyncio.Queue[_Out | tuple] = asyncio.Queue(OUTBOX_LIMIT)
+
+    @property
+    def has_queued(self) -> bool:
+        return not self.outbox.empty()
+
+    async def put(self, item: _Out | tuple) -> None:
+        """Queue a message, a frame or ``(CLOSE, code, reason)``; waits while the outbox is full."""
+        await self.outbox.put(item)
+
+    async def close_now(self, code: int, reason: str) -> None:
+        """Close without waiting for the outbox (the writer is done, gone or failed): best effort."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT_S)
+
+    async def run(self) -> None:
+        timeout = self.ctx.settings.write_timeout_s
         while True:
             item = await self.outbox.get()
             if isinstance(item, tuple) and item[0] is CLOSE:
-                await self._close_now(item[1], item[2])
+                await self.close_now(item[1], item[2])
                 return
             if item.after is not None:
                 item.after()
@@ -322,11 +362,11 @@ class StreamSession:
                 await asyncio.wait_for(self.ws.send(message), timeout)
             except asyncio.TimeoutError:
                 self.ctx.metrics.write_timeouts.labels("stream").inc()
-                log.warning("agent stream %s: the client read nothing for %g s; dropping it", self.id, timeout)
-                await self._close_now(CLOSE_POLICY, f"write timeout: nothing was read for {timeout:g} s")
+                log.warning("agent stream %s: the client read nothing for %g s; dropping it", self.session_id, timeout)
+                await self.close_now(CLOSE_POLICY, f"write timeout: nothing was read for {timeout:g} s")
                 return
             except Exception as e:  # the client is gone: end the session
-                log.debug("agent stream %s: send failed: %s", self.id, e)
+                log.debug("agent stream %s: send failed: %s", self.session_id, e)
                 return
             if item.audio:
                 self._written(context)
@@ -337,25 +377,6 @@ class StreamSession:
         if context.frames_written == 1:
             started = context.first_cut_at if context.first_cut_at is not None else context.last_text_at
             self.ctx.metrics.observe_ttfa("stream", time.monotonic() - started)
-
-    # --- watchdog ------------------------------------------------------------------------------
-    def _busy(self) -> bool:
-        """Audio is being made or sent (an open context waiting for text does not count)."""
-        current = self.current
-        return not self.outbox.empty() or (current is not None and not current.stream.waiting_for_text)
-
-    async def _watch_idle(self) -> None:
-        idle = self.settings.stream_idle_timeout_s
-        while True:
-            await asyncio.sleep(max(0.05, self.last_activity + idle - time.monotonic()))
-            if self._busy():
-                self.last_activity = time.monotonic()
-                continue
-            if time.monotonic() - self.last_activity >= idle:
-                await self._send(StreamError("idle_timeout", f"no message for {idle:g} s; closing (send "
-                                             "{\"type\":\"keepalive\"} to keep the socket open)").payload())
-                await self._close(CLOSE_NORMAL, "idle timeout")
-                return  # the writer sends the close; the client's answer ends the session
 
 
 class ContextPlayer:
@@ -373,7 +394,7 @@ class ContextPlayer:
             try:
                 await self._play_context(context)
                 # Its last message is queued: once the writer has written it, it is no longer in flight.
-                await session.outbox.put(_Out(None, context, after=context.end_utterance))
+                await session.writer.put(_Out(None, context, after=context.end_utterance))
             finally:
                 session.current = None
                 context.stream.close()
@@ -435,7 +456,7 @@ class ContextPlayer:
         session = self.session
         if context.dropped or session.protocol.is_final(context.cid):
             return  # nothing of a context follows its ``cancelled`` or ``error``
-        await session.outbox.put(_Out(payload, context, audio))
+        await session.writer.put(_Out(payload, context, audio))
 
 
 def stream_routes(ctx) -> list:

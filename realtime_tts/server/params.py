@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -286,79 +287,113 @@ def parse_emotion(ctx, fields: dict) -> Emotion | None:
     ``emotion_vector``, ``emo_text``/``emotion_text``, ``emo_alpha``/``emo_weight``/
     ``emotion_alpha``, ``emo_ref``/``emo_audio_prompt``/``emotion_voice``/
     ``emo_ref_path``, ``instructions``, and index-tts-vllm's ``emo_control_method``.
+    Read in that order: a flat alias overrides the same part of ``emotion``, and
+    ``emo_control_method`` then keeps only the part it names.
     """
-    vector = text = reference = None
-    alpha = 1.0
-    emo = fields.get("emotion")
+    parts = _EmotionParts()
+    if not _read_emotion_field(ctx, fields.get("emotion"), parts):
+        return None  # moeru-ai's mode "same_as_voice"
+    _read_flat_emotion_fields(ctx, fields, parts)
+    if not _apply_control_method(fields, parts):
+        return None  # emo_control_method 0: the speaker's own emotion
+    return parts.emotion()
+
+
+@dataclass
+class _EmotionParts:
+    """What the emotion fields said so far; later spellings overwrite earlier ones."""
+
+    vector: tuple[float, ...] | None = None
+    text: str | None = None
+    reference: Voice | None = None
+    alpha: float = 1.0
+
+    def emotion(self) -> Emotion | None:
+        if self.vector is None and self.text is None and self.reference is None:
+            return None
+        return Emotion(vector=self.vector, text=self.text, reference=self.reference,
+                       alpha=min(1.0, max(0.0, self.alpha)))
+
+
+def _read_emotion_field(ctx, emo: Any, parts: _EmotionParts) -> bool:
+    """The ``emotion`` field in any of its forms; False for ``mode: same_as_voice`` (no emotion)."""
     if isinstance(emo, str) and emo.strip():
         emo = {"label": emo} if _is_label(emo.strip().lower()) else {"text": emo}
     elif isinstance(emo, (list, tuple)):
         emo = {"vector": emo}
-    if isinstance(emo, dict):
-        mode = emo.get("mode")
-        if mode not in (None, "same_as_voice", "audio", "vector", "text"):
-            raise invalid(f"'emotion.mode' {mode!r} is not one of same_as_voice, audio, vector, text",
-                          param="emotion.mode")
-        if mode == "same_as_voice":
-            return None
-        _, vec = first(emo, "vector", "values")
-        if vec is not None:
-            vector = parse_vector(vec, "emotion.vector")
-        if emo.get("label") is not None:
-            if not isinstance(emo["label"], str):
-                raise invalid("'emotion.label' must be a string", param="emotion.label")
-            strength = number(emo.get("strength", 1.0), "emotion.strength")
-            vector = label_vector(emo["label"], strength, "emotion.label")
-        if emo.get("text") is not None:
-            if not isinstance(emo["text"], str):
-                raise invalid("'emotion.text' must be a string", param="emotion.text")
-            text = emo["text"].strip() or None
-        _, ref = first(emo, "reference", "voice", "audio")
-        if ref is not None:
-            reference = resolve_voice(ctx, ref, param="emotion.reference")
-        name, value = first(emo, "alpha", "weight")
-        if value is not None:
-            alpha = number(value, f"emotion.{name}")
-    elif emo not in (None, ""):
-        raise invalid("'emotion' must be an object, a label string or a list of 8 weights", param="emotion")
+    if not isinstance(emo, dict):
+        if emo not in (None, ""):
+            raise invalid("'emotion' must be an object, a label string or a list of 8 weights", param="emotion")
+        return True
+    mode = emo.get("mode")
+    if mode not in (None, "same_as_voice", "audio", "vector", "text"):
+        raise invalid(f"'emotion.mode' {mode!r} is not one of same_as_voice, audio, vector, text",
+                      param="emotion.mode")
+    if mode == "same_as_voice":
+        return False
+    _, vec = first(emo, "vector", "values")
+    if vec is not None:
+        parts.vector = parse_vector(vec, "emotion.vector")
+    if emo.get("label") is not None:  # after the vector: a label wins (a neutral one clears it)
+        if not isinstance(emo["label"], str):
+            raise invalid("'emotion.label' must be a string", param="emotion.label")
+        strength = number(emo.get("strength", 1.0), "emotion.strength")
+        parts.vector = label_vector(emo["label"], strength, "emotion.label")
+    if emo.get("text") is not None:
+        if not isinstance(emo["text"], str):
+            raise invalid("'emotion.text' must be a string", param="emotion.text")
+        parts.text = emo["text"].strip() or None
+    _, ref = first(emo, "reference", "voice", "audio")
+    if ref is not None:
+        parts.reference = resolve_voice(ctx, ref, param="emotion.reference")
+    name, value = first(emo, "alpha", "weight")
+    if value is not None:
+        parts.alpha = number(value, f"emotion.{name}")
+    return True
 
+
+def _read_flat_emotion_fields(ctx, fields: dict, parts: _EmotionParts) -> None:
+    """The top-level aliases other wrappers send (``emo_vector``, ``emo_text``, ``instructions`` ...)."""
     name, vec = first(fields, "emo_vector", "emo_vec", "emotion_vector")
     if vec is not None:
-        vector = parse_vector(vec, name)
+        parts.vector = parse_vector(vec, name)
     name, value = first(fields, "emo_text", "emotion_text")
     if value is not None:
         if not isinstance(value, str):
             raise invalid(f"'{name}' must be a string", param=name)
-        text = value.strip() or text
-    if text is None and isinstance(fields.get("instructions"), str) and fields["instructions"].strip():
-        text = fields["instructions"].strip()
-    if text is None and fields.get("use_emo_text") is True:
-        text = str(fields.get("text") or fields.get("input") or "").strip() or None  # upstream: the text itself
+        parts.text = value.strip() or parts.text
+    instructions = fields.get("instructions")
+    if parts.text is None and isinstance(instructions, str) and instructions.strip():
+        parts.text = instructions.strip()
+    if parts.text is None and fields.get("use_emo_text") is True:
+        parts.text = str(fields.get("text") or fields.get("input") or "").strip() or None  # upstream: the text itself
     name, ref = first(fields, "emo_ref", "emo_audio_prompt", "emotion_voice", "emotion_prompt", "emo_ref_path")
     if ref is not None:
-        reference = resolve_voice(ctx, ref, param=name)
+        parts.reference = resolve_voice(ctx, ref, param=name)
     name, value = first(fields, "emo_alpha", "emo_weight", "emotion_alpha")
     if value is not None:
-        alpha = number(value, name)
+        parts.alpha = number(value, name)
 
+
+def _apply_control_method(fields: dict, parts: _EmotionParts) -> bool:
+    """index-tts-vllm v2's ``emo_control_method`` (0 speaker, 1 reference clip, 2 vector, 3 text)
+    keeps only the part it names; False for 0 (no emotion)."""
     method = fields.get("emo_control_method")
-    if method is not None:  # index-tts-vllm v2: 0 speaker, 1 reference clip, 2 vector, 3 text
-        if type(method) is not int or method not in (0, 1, 2, 3):
-            raise invalid("'emo_control_method' must be 0 (speaker), 1 (reference audio), 2 (vector) or 3 (text)",
-                          param="emo_control_method")
-        if method == 0:
-            return None
-        vector = vector if method == 2 else None
-        reference = reference if method == 1 else None
-        if method == 3 and text is None:
-            text = str(fields.get("text") or "").strip() or None
-        text = text if method == 3 else None
-        if method == 1 and reference is None:
-            raise invalid("emo_control_method 1 needs 'emo_ref_path' (an emotion reference voice)", param="emo_ref_path")
-
-    if vector is None and text is None and reference is None:
-        return None
-    return Emotion(vector=vector, text=text, reference=reference, alpha=min(1.0, max(0.0, alpha)))
+    if method is None:
+        return True
+    if type(method) is not int or method not in (0, 1, 2, 3):
+        raise invalid("'emo_control_method' must be 0 (speaker), 1 (reference audio), 2 (vector) or 3 (text)",
+                      param="emo_control_method")
+    if method == 0:
+        return False
+    parts.vector = parts.vector if method == 2 else None
+    parts.reference = parts.reference if method == 1 else None
+    if method == 3 and parts.text is None:
+        parts.text = str(fields.get("text") or "").strip() or None
+    parts.text = parts.text if method == 3 else None
+    if method == 1 and parts.reference is None:
+        raise invalid("emo_control_method 1 needs 'emo_ref_path' (an emotion reference voice)", param="emo_ref_path")
+    return True
 
 
 # --- language -------------------------------------------------------------------------------

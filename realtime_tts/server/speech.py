@@ -139,22 +139,16 @@ class SpeechStream:
         self._metrics = ctx.metrics
         self._codec = StreamCodec(ctx.codec, ctx.metrics, encoder)
         self._silence_s = settings.silence_ms / 1000
-        self._max_lead_s = settings.max_lead_s if max_lead_s is None else max_lead_s
+        self._backpressure = Backpressure(settings.max_lead_s if max_lead_s is None else max_lead_s)
         self._ack_on_read = ack_on_read
         self._splitter = IncrementalSplitter(max_segment_chars or settings.max_segment_chars,
                                              settings.first_clause_min_chars)
         self._items: collections.deque[_Segment | _Mark] = collections.deque()  # not yet read, in order
         self._unsubmitted: collections.deque[_Segment] = collections.deque()
-        self._ahead = 0  # submitted and not yet read
-        self._read_s = 0.0  # encoded audio handed to the owner
-        self._consumed_s = 0.0  # of which the client has consumed
         self._offset_s = 0.0
         self._refusal: Failure | None = None
         self._wakeup = asyncio.Event()
-        self._flush_after_s = flush_after_s
-        self._end_after_s = end_after_s
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._end_timer: asyncio.TimerHandle | None = None
+        self._timers = StreamTimers(self.flush, self.end, flush_after_s=flush_after_s, end_after_s=end_after_s)
         self.paused = paused  # cuts text but submits nothing until ``resume`` (a turn queued behind another)
         self.ended = False  # no more text
         self.cancelled = False
@@ -176,14 +170,14 @@ class SpeechStream:
         self._require_open("push")
         self.chars += len(text)
         cut = self._add(self._splitter.push(text))
-        self._arm_timers()
+        self._timers.rearm(text_waiting=has_content(self._splitter.pending))
         return self._submit_or_raise(cut)
 
     def flush(self) -> list[str]:
         """Cut whatever text is waiting for a sentence end."""
         if not self.open:
             return []
-        self._cancel_timer("_flush_timer")
+        self._timers.cancel_flush()
         return self._submit_or_raise(self._add(self._splitter.flush()))
 
     def mark(self, value: Any) -> None:
@@ -197,8 +191,7 @@ class SpeechStream:
         """No more text: the last segments are cut, and the tail follows their audio."""
         if not self.open:
             return []
-        self._cancel_timer("_flush_timer")
-        self._cancel_timer("_end_timer")
+        self._timers.cancel()
         cut = self._add(self._splitter.end())
         self.ended = True
         self._wakeup.set()
@@ -212,8 +205,7 @@ class SpeechStream:
         self._drop()
 
     def _drop(self) -> None:
-        self._cancel_timer("_flush_timer")
-        self._cancel_timer("_end_timer")
+        self._timers.cancel()
         for item in reversed(self._items):  # queued ones first: the worker must not start them
             if isinstance(item, _Segment) and item.job is not None:
                 item.job.cancel()
@@ -230,8 +222,7 @@ class SpeechStream:
     # --- audio out -------------------------------------------------------------------------------
     def acknowledge(self, seconds: float) -> None:
         """The client has consumed ``seconds`` of this stream's audio in all (monotonic)."""
-        if seconds > self._consumed_s:
-            self._consumed_s = seconds
+        if self._backpressure.consumed(seconds):
             self._pump()
 
     @property
@@ -242,11 +233,11 @@ class SpeechStream:
     @property
     def lead_s(self) -> float:
         """Audio read by the owner and not yet consumed by the client."""
-        return max(0.0, self._read_s - self._consumed_s)
+        return self._backpressure.lead_s
 
     @property
     def jobs_ahead(self) -> int:
-        return self._ahead
+        return self._backpressure.jobs_ahead
 
     def __aiter__(self):
         return self
@@ -260,7 +251,7 @@ class SpeechStream:
     async def next(self) -> Event | None:
         """The next event in order; None once the stream is over (tail read, cancelled or closed)."""
         if self._ack_on_read:
-            self.acknowledge(self._read_s)
+            self.acknowledge(self._backpressure.read_s)
         while True:
             if self.cancelled or self._closed or self.finished:
                 return None
@@ -325,8 +316,7 @@ class SpeechStream:
 
     def _pump(self) -> None:
         """Submit the next segments while the window and the lead allow."""
-        while (self._unsubmitted and not (self.cancelled or self.paused) and self._ahead < SUBMIT_AHEAD
-               and self.lead_s < self._max_lead_s):
+        while self._unsubmitted and not (self.cancelled or self.paused) and self._backpressure.may_submit():
             seg = self._unsubmitted[0]
             try:
                 seg.job = self._executor.submit(seg.text, self.options, owner=self.owner, priority=self.priority)
@@ -337,7 +327,7 @@ class SpeechStream:
                 self._drop()
                 return
             self._unsubmitted.popleft()
-            self._ahead += 1
+            self._backpressure.submitted()
             self._wakeup.set()
 
     async def _wait(self) -> None:
@@ -364,44 +354,101 @@ class SpeechStream:
             return None
         data, seconds = encoded
         self._items.popleft()
-        self._ahead -= 1
-        self._read_s += seconds
+        self._backpressure.read(seconds)
         offset, self._offset_s = self._offset_s, self._offset_s + audio.duration + self._silence_s
         self._pump()
         return Sentence(seg.index, seg.text, data, seconds, audio.duration, offset)
 
     def _lost(self, seg: _Segment, error: BaseException) -> Failure:
         self._items.popleft()
-        self._ahead -= 1
+        self._backpressure.read(0.0)  # no audio: the job's place in the window is free
         self._pump()
         return Failure(seg.index, seg.text, error)
 
     async def _tail(self) -> Event | None:
         self.finished = True
         data, seconds = await self._codec.finish()
-        self._read_s += seconds
+        self._backpressure.tail_read(seconds)
         return Tail(data, seconds)
 
-    def _arm_timers(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._cancel_timer("_flush_timer")
-        if self._flush_after_s and has_content(self._splitter.pending):
-            self._flush_timer = loop.call_later(self._flush_after_s, self._timed, self.flush)
-        self._cancel_timer("_end_timer")
-        if self._end_after_s:
-            self._end_timer = loop.call_later(self._end_after_s, self._timed, self.end)
 
-    def _timed(self, action: Callable[[], list[str]]) -> None:
+class Backpressure:
+    """How far one stream may run ahead (the module docstring's Backpressure): jobs submitted and
+    not yet read by the owner, at most ``SUBMIT_AHEAD``, and audio read by the owner and not yet
+    consumed by the client; no job starts while that lead is ``max_lead_s`` or more."""
+
+    def __init__(self, max_lead_s: float) -> None:
+        self.max_lead_s = max_lead_s
+        self.jobs_ahead = 0  # submitted and not yet read
+        self.read_s = 0.0  # encoded audio handed to the owner
+        self.consumed_s = 0.0  # of which the client has consumed
+
+    @property
+    def lead_s(self) -> float:
+        return max(0.0, self.read_s - self.consumed_s)
+
+    def may_submit(self) -> bool:
+        return self.jobs_ahead < SUBMIT_AHEAD and self.lead_s < self.max_lead_s
+
+    def submitted(self) -> None:
+        self.jobs_ahead += 1
+
+    def read(self, seconds: float) -> None:
+        """A job's outcome was read: ``seconds`` of encoded audio (0 for a lost segment)."""
+        self.jobs_ahead -= 1
+        self.read_s += seconds
+
+    def tail_read(self, seconds: float) -> None:
+        self.read_s += seconds
+
+    def consumed(self, seconds: float) -> bool:
+        """The client has consumed ``seconds`` in all; True when that is further than before
+        (room for more jobs may have opened)."""
+        if seconds <= self.consumed_s:
+            return False
+        self.consumed_s = seconds
+        return True
+
+
+class StreamTimers:
+    """A stream's auto-flush and idle-end timers: loop ``TimerHandle``s, no tasks, so nothing is
+    left to cancel but the handles. Every push re-arms both: ``flush`` once ``flush_after_s``
+    pass with text waiting for a sentence end, ``end`` once ``end_after_s`` pass without text."""
+
+    def __init__(self, flush: Callable[[], list[str]], end: Callable[[], list[str]], *,
+                 flush_after_s: float | None, end_after_s: float | None) -> None:
+        self._flush_action = flush
+        self._end_action = end
+        self._flush_after_s = flush_after_s
+        self._end_after_s = end_after_s
+        self._flush: asyncio.TimerHandle | None = None
+        self._end: asyncio.TimerHandle | None = None
+
+    def rearm(self, *, text_waiting: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.cancel()
+        if self._flush_after_s and text_waiting:
+            self._flush = loop.call_later(self._flush_after_s, self._fire, self._flush_action)
+        if self._end_after_s:
+            self._end = loop.call_later(self._end_after_s, self._fire, self._end_action)
+
+    def cancel_flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+
+    def cancel(self) -> None:
+        self.cancel_flush()
+        if self._end is not None:
+            self._end.cancel()
+            self._end = None
+
+    @staticmethod
+    def _fire(action: Callable[[], list[str]]) -> None:
         try:
             action()
         except (ExecutorBusy, ExecutorClosed):
-            pass  # recorded: the owner reads it as a Failure
-
-    def _cancel_timer(self, name: str) -> None:
-        timer = getattr(self, name)
-        if timer is not None:
-            timer.cancel()
-            setattr(self, name, None)
+            pass  # recorded by the stream: the owner reads it as a Failure
 
 
 class StreamCodec:

@@ -10,10 +10,12 @@ What the device says is decided by ``XiaozhiProtocol`` (``xiaozhi_protocol.py``,
 this module is the I/O around it. One connection = one ``XiaozhiSession``, its tasks each the
 only owner of their state:
 
-* the reader (the endpoint coroutine) feeds frames to the protocol and performs its actions;
-* the speaker takes ``Turn``s from the session's bounded turn queue one after another (a
-  speak while speaking queues behind the current turn; a barge-in ``abort`` drops the current
-  and every queued turn) and plays each in a playback task;
+* the reader (``DeviceReader``, a task the endpoint coroutine starts and awaits) feeds frames
+  to the protocol, and the session performs its actions (in-band ``speak`` frames through
+  ``InBandSpeech``, which holds a turn that arrives in pieces);
+* the speaker (``TurnPlayer``, which owns the bounded turn queue) takes ``Turn``s one after
+  another (a speak while speaking queues behind the current turn; a barge-in ``abort`` drops
+  the current and every queued turn) and plays each in a playback task;
 * each turn is one ``SpeechStream`` (``speech.py``): it cuts the text, synthesizes on the shared
   executor at most a bounded lead ahead of what the device has played (the pacer's virtual
   clock), encodes 60 ms Opus packets off the loop, and is closed when the turn ends. A queued
@@ -275,7 +277,7 @@ class DeviceSocket:
 class XiaozhiSession:
     """One connected device. Public: ``device_id``, ``tenant``, ``client_id``, ``session_id``, ``version``,
     ``features``, ``uplink_audio_params``, ``listen_state``, ``listen_mode``, ``connected_at``,
-    ``current_turn``, ``queued_turns``, ``uplink_frames``, ``bad_frames``, ``loop``; ``speak``,
+    ``current_turn``, ``queued_turns``, ``uplink_frames``, ``bad_frames``, ``loop``, ``closing``; ``speak``,
     ``open_turn``, ``abort``, ``close``, ``describe``."""
 
     def __init__(self, ctx, websocket: WebSocket) -> None:
@@ -295,18 +297,13 @@ class XiaozhiSession:
                                         max_message_bytes=1024 * 1024 + ctx.settings.max_upload_bytes * 4 // 3,
                                         languages=engine.capabilities().languages if engine is not None else None,
                                         engine=engine.name if engine is not None else ctx.engine_name)
-        self.current_turn: Turn | None = None
-        self._turns: asyncio.Queue[Turn] = asyncio.Queue(MAX_QUEUED_TURNS)
-        self._inband: Turn | None = None  # the open turn of in-band `speak` with flush:false
         self._turn_count = 0
-        self._listening = asyncio.Event()
-        self._hello_at: float | None = None
-        self._t0 = time.monotonic()  # session clock for v2 timestamps
-        self._last_activity = time.monotonic()
         self._closing = False
         self.socket = DeviceSocket(ctx, websocket, self.session_id, self.device_id, self._write_timed_out)
-        self._speaker: asyncio.Task | None = None
-        self._reader: asyncio.Task | None = None
+        self.reader = DeviceReader(self, self._perform)  # frames in: the hello deadline, the idle timeout
+        self.player = TurnPlayer(self)  # the turn queue, the turn playing and the speaker task
+        self.in_band = InBandSpeech(self, self._perform)
+        self._reader_task: asyncio.Task | None = None
 
     # --- protocol state, for the control API and tests -----------------------------------------
     version = property(lambda self: self.protocol.version)
@@ -318,8 +315,16 @@ class XiaozhiSession:
     bad_frames = property(lambda self: self.protocol.bad_frames)
 
     @property
+    def current_turn(self) -> Turn | None:
+        return self.player.current
+
+    @property
     def queued_turns(self) -> int:
-        return self._turns.qsize()
+        return self.player.queued
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def describe(self) -> dict:
         return {"device_id": self.device_id, "tenant": self.tenant, "client_id": self.client_id,
@@ -333,7 +338,7 @@ class XiaozhiSession:
     def open_turn(self, options: SynthesisOptions, emotion_label: str | None = None) -> Turn:
         """A new turn, queued behind the current one; feed it with ``push`` and ``end``."""
         turn = self._new_turn(options, emotion_label)
-        self._turns.put_nowait(turn)
+        self.player.enqueue(turn)
         return turn
 
     def speak(self, request: SpeakRequest) -> Turn:
@@ -347,7 +352,7 @@ class XiaozhiSession:
         except BaseException:
             turn.cancel("aborted")
             raise
-        self._turns.put_nowait(turn)
+        self.player.enqueue(turn)
         return turn
 
     async def abort(self, reason: str | None = None) -> int:
@@ -372,11 +377,8 @@ class XiaozhiSession:
         if self._closing:
             return
         self._closing = True
-        self._drop_queued("closed")
-        if self.current_turn is not None:
-            self.current_turn.cancel("closed")
-        if self._speaker is not None:
-            self._speaker.cancel()
+        self._drop_all("closed")
+        self.player.cancel()
         await self.socket.close(code, reason)
 
     def _new_turn(self, options: SynthesisOptions, emotion_label: str | None) -> Turn:
@@ -386,69 +388,120 @@ class XiaozhiSession:
                            type="server_error", headers={"Retry-After": "1"})
         if self._closing:
             raise ApiError(409, f"device {self.device_id!r} is disconnecting", code="device_closing")
-        if self._turns.full():
+        if self.player.full:
             raise ApiError(409, f"device {self.device_id!r} already has {MAX_QUEUED_TURNS} turns waiting; abort or "
                                 "wait for them", code="too_many_turns")
         self._turn_count += 1
         return Turn(self, f"{self.session_id[:8]}-{self._turn_count}", options, emotion_label)
 
     def _drop_queued(self, state: str) -> int:
-        dropped = 0
-        while not self._turns.empty():
-            turn = self._turns.get_nowait()
-            turn.cancel(state)
-            dropped += 1
-        if self._inband is not None and not self._inband.finished and self._inband is not self.current_turn:
-            self._inband.cancel(state)
-        self._inband = None
+        dropped = self.player.drop_queued(state)
+        self.in_band.drop(state)
         return dropped
+
+    def _drop_all(self, state: str) -> None:
+        """The queued turns, then the one playing (its playback task cancelled)."""
+        self._drop_queued(state)
+        if self.current_turn is not None:
+            self.current_turn.cancel(state)
 
     # --- connection lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         await self.ws.accept()
         # The reader is a task of its own so that a write timeout in the speaker can stop it:
         # a client that does not read may not send either, and nothing else would wake it.
-        self._reader = asyncio.create_task(self._read(), name=f"xiaozhi-reader-{self.session_id[:8]}")
+        self._reader_task = asyncio.create_task(self.reader.run(), name=f"xiaozhi-reader-{self.session_id[:8]}")
         try:
-            await asyncio.wait({self._reader})
+            await asyncio.wait({self._reader_task})
         finally:
-            self._reader.cancel()
-            await asyncio.wait({self._reader})
+            self._reader_task.cancel()
+            await asyncio.wait({self._reader_task})
             await self._cleanup()
 
-    async def _read(self) -> None:
+    async def _cleanup(self) -> None:
+        self._closing = True
+        self._drop_all("closed")
+        await self.player.stop()
+        if self.device_id and self.ctx.devices.get((self.tenant, self.device_id)) is self:
+            del self.ctx.devices[self.tenant, self.device_id]
+        await self.socket.close(1000, "")
+        log.info("xiaozhi %s: disconnected", self.device_id or "?")
+
+    async def _perform(self, actions: list) -> bool:
+        """Carry out the protocol's actions in order; False once the connection is closed."""
+        for action in actions:
+            if getattr(action, "metric", None):
+                self.ctx.metrics.error(action.metric)
+            if isinstance(action, proto.Send):
+                await self.socket.send_json(action.message)
+            elif isinstance(action, proto.Close):
+                log.info("xiaozhi %s: closing (%d): %s", self.device_id or "?", action.code, action.reason)
+                await self.close(action.code, action.reason)
+                return False
+            elif isinstance(action, proto.Opened):
+                await self._register()
+            elif isinstance(action, proto.Listening):
+                self.player.device_listening()
+            elif isinstance(action, proto.Abort):
+                await self.abort(action.reason)
+            elif isinstance(action, proto.Speak):
+                await self.in_band.speak(action.fields, action.more)
+        return True
+
+    def _write_timed_out(self) -> None:
+        """The device stopped reading: everything of this session stops now."""
+        self._closing = True
+        self._drop_all("closed")
+        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
+            self._reader_task.cancel()  # a client that does not read may not send either
+
+    async def _register(self) -> None:
+        if not self.device_id:
+            self.device_id = f"anonymous-{self.session_id[:8]}"
+            log.warning("xiaozhi: a device connected without Device-Id; calling it %s", self.device_id)
+            self.socket.name = self.device_id
+        hello_at = time.monotonic()
+        # Keyed by tenant: the same Device-Id under another tenant is another device, never a takeover.
+        previous = self.ctx.devices.get((self.tenant, self.device_id))
+        self.ctx.devices[self.tenant, self.device_id] = self
+        if previous is not None and previous is not self:
+            log.info("xiaozhi %s: new connection replaces the old one", self.device_id)
+            await previous.close(1000, "replaced by a newer connection from the same device")
+        # Registered and speaking-ready before the device sees our hello (the next action).
+        self.player.start(hello_at)
+        log.info("xiaozhi %s: connected (client %s, protocol v%d, session %s)", self.device_id,
+                 self.client_id or "?", self.version, self.session_id)
+
+
+class DeviceReader:
+    """The reader task's loop: the device's frames through the protocol, whose actions the session
+    performs. It ends on a disconnect or a close, when no hello comes within
+    ``xiaozhi_hello_timeout_s``, and after ``xiaozhi_idle_timeout_s`` without traffic either way
+    while no turn plays or waits."""
+
+    def __init__(self, session: XiaozhiSession, perform) -> None:
+        self.session = session
+        self.protocol = session.protocol
+        self._perform = perform  # the session's: False once the connection is closed
+        self._last_activity = time.monotonic()
+
+    async def run(self) -> None:
         try:
             if await self._perform(self.protocol.connect()) and await self._handshake():
                 await self._read_loop()
         except ConnectionGone:
             pass
 
-    async def _cleanup(self) -> None:
-        self._closing = True
-        current = self.current_turn
-        self._drop_queued("closed")
-        if current is not None:
-            current.cancel("closed")
-        if self._speaker is not None:
-            self._speaker.cancel()
-            await asyncio.wait({self._speaker})
-        if current is not None:
-            await current.stream.aclose()
-        if self.device_id and self.ctx.devices.get((self.tenant, self.device_id)) is self:
-            del self.ctx.devices[self.tenant, self.device_id]
-        await self.socket.close(1000, "")
-        log.info("xiaozhi %s: disconnected", self.device_id or "?")
-
     async def _receive(self, timeout: float) -> dict | None:
         """The next ASGI message, or None when ``timeout`` passes first."""
         try:
-            return await asyncio.wait_for(self.ws.receive(), timeout=max(0.0, timeout))
+            return await asyncio.wait_for(self.session.ws.receive(), timeout=max(0.0, timeout))
         except asyncio.TimeoutError:
             return None
 
     async def _handshake(self) -> bool:
         """Wait for the device hello; False when the connection is over."""
-        timeout = self.ctx.settings.xiaozhi_hello_timeout_s
+        timeout = self.session.ctx.settings.xiaozhi_hello_timeout_s
         deadline = time.monotonic() + timeout
         while self.protocol.state == proto.AWAIT_HELLO:
             message = await self._receive(deadline - time.monotonic())
@@ -460,14 +513,15 @@ class XiaozhiSession:
         return self.protocol.state == proto.OPEN
 
     async def _read_loop(self) -> None:
-        idle = self.ctx.settings.xiaozhi_idle_timeout_s
-        while not self._closing:
-            last = max(self._last_activity, self.socket.last_write)
+        session = self.session
+        idle = session.ctx.settings.xiaozhi_idle_timeout_s
+        while not session.closing:
+            last = max(self._last_activity, session.socket.last_write)
             message = await self._receive(last + idle - time.monotonic())
             if message is None:
-                if self.current_turn is not None or self.queued_turns:
+                if session.current_turn is not None or session.queued_turns:
                     self._last_activity = time.monotonic()  # a turn waiting for slow synthesis is not idle
-                elif time.monotonic() - max(self._last_activity, self.socket.last_write) >= idle:
+                elif time.monotonic() - max(self._last_activity, session.socket.last_write) >= idle:
                     await self._perform(self.protocol.idle(idle))
                     return
                 continue
@@ -485,101 +539,70 @@ class XiaozhiSession:
             return await self._perform(self.protocol.receive_text(message["text"]))
         return True
 
-    async def _perform(self, actions: list) -> bool:
-        """Carry out the protocol's actions in order; False once the connection is closed."""
-        for action in actions:
-            if getattr(action, "metric", None):
-                self.ctx.metrics.error(action.metric)
-            if isinstance(action, proto.Send):
-                await self.socket.send_json(action.message)
-            elif isinstance(action, proto.Close):
-                log.info("xiaozhi %s: closing (%d): %s", self.device_id or "?", action.code, action.reason)
-                await self.close(action.code, action.reason)
-                return False
-            elif isinstance(action, proto.Opened):
-                await self._register()
-            elif isinstance(action, proto.Listening):
-                self._listening.set()
-            elif isinstance(action, proto.Abort):
-                await self.abort(action.reason)
-            elif isinstance(action, proto.Speak):
-                await self._on_speak(action.fields, action.more)
-        return True
-
-    def _write_timed_out(self) -> None:
-        """The device stopped reading: everything of this session stops now."""
-        self._closing = True
-        self._drop_queued("closed")
-        if self.current_turn is not None:
-            self.current_turn.cancel("closed")
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()  # a client that does not read may not send either
-
-    async def _register(self) -> None:
-        if not self.device_id:
-            self.device_id = f"anonymous-{self.session_id[:8]}"
-            log.warning("xiaozhi: a device connected without Device-Id; calling it %s", self.device_id)
-            self.socket.name = self.device_id
-        self._hello_at = time.monotonic()
-        # Keyed by tenant: the same Device-Id under another tenant is another device, never a takeover.
-        previous = self.ctx.devices.get((self.tenant, self.device_id))
-        self.ctx.devices[self.tenant, self.device_id] = self
-        if previous is not None and previous is not self:
-            log.info("xiaozhi %s: new connection replaces the old one", self.device_id)
-            await previous.close(1000, "replaced by a newer connection from the same device")
-        # Registered and speaking-ready before the device sees our hello (the next action).
-        self._speaker = asyncio.create_task(TurnPlayer(self).run(), name=f"xiaozhi-speaker-{self.device_id}")
-        log.info("xiaozhi %s: connected (client %s, protocol v%d, session %s)", self.device_id,
-                 self.client_id or "?", self.version, self.session_id)
-
-    async def _on_speak(self, fields: dict, more: bool) -> None:
-        """In-band ``speak``: a whole turn, or with ``flush: false`` a piece of an open turn."""
-        with self.lifecycle_stream.speaking():  # in flight while its voice is being resolved, too
-            await self._speak_in_band(fields, more)
-
-    async def _speak_in_band(self, fields: dict, more: bool) -> None:
-        try:
-            if self._inband is not None and not self._inband.finished:
-                turn = self._inband
-                text = fields.get("text") or ""
-                if not isinstance(text, str):
-                    raise invalid("'text' must be a string", param="text")
-                turn.push(text)
-                await self._perform(self.protocol.piece_warnings(fields))
-                if not more:
-                    self._inband = None
-                    turn.end()
-                return
-            request = await self.ctx.codec.run(parse_speak, self.ctx, fields, allow_empty=more)
-            await self._perform(self.protocol.warned(list(request.warnings)))
-            if more:
-                self._inband = self.open_turn(request.options, request.emotion_label)
-                self._inband.push(request.text)
-            else:
-                self.speak(request)
-        except ApiError as e:
-            self.ctx.metrics.error("xiaozhi_bad_request")
-            await self.socket.send_error(DeviceError(e.code or "invalid_request", e.message))
-        except ExecutorBusy as e:
-            self.ctx.metrics.error("busy")
-            await self.socket.send_error(DeviceError("server_busy", str(e)))
-        except ExecutorClosed as e:
-            await self.socket.send_error(DeviceError("shutting_down", str(e)))
 
 class TurnPlayer:
-    """The speaker task of one session: plays its turns in order, each in a playback task."""
+    """A session's turns and its speaker task: the bounded queue of turns waiting behind the
+    current one (``MAX_QUEUED_TURNS``), the turn playing (``current``) and the task that takes
+    them in order and plays each in a playback task. The session queues turns and drops the
+    waiting ones; only the speaker task takes a turn out to play it, and sets ``current``."""
 
     def __init__(self, session: XiaozhiSession) -> None:
         self.session = session
         self.ctx = session.ctx
+        self.current: Turn | None = None
+        self._queue: asyncio.Queue[Turn] = asyncio.Queue(MAX_QUEUED_TURNS)
+        self._task: asyncio.Task | None = None
+        self._listening = asyncio.Event()  # the device sent `listen` since its hello
+        self._hello_at: float | None = None
+        self._t0 = time.monotonic()  # session clock for v2 timestamps
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def full(self) -> bool:
+        return self._queue.full()
+
+    def enqueue(self, turn: Turn) -> None:
+        self._queue.put_nowait(turn)
+
+    def drop_queued(self, state: str) -> int:
+        """Cancel every turn still waiting; how many there were."""
+        dropped = 0
+        while not self._queue.empty():
+            self._queue.get_nowait().cancel(state)
+            dropped += 1
+        return dropped
+
+    def device_listening(self) -> None:
+        self._listening.set()
+
+    def start(self, hello_at: float) -> None:
+        """Start the speaker task once the device is registered (the listen grace runs from ``hello_at``)."""
+        self._hello_at = hello_at
+        self._task = asyncio.create_task(self.run(), name=f"xiaozhi-speaker-{self.session.device_id}")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        """Cancel the speaker task and wait for it; the turn it was playing has its encoder freed."""
+        current = self.current
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+        if current is not None:
+            await current.stream.aclose()
 
     async def run(self) -> None:
         session = self.session
         while True:
-            turn = await session._turns.get()
+            turn = await self._queue.get()
             if turn.finished:
                 continue  # dropped while queued: its stream is closed already
-            session.current_turn = turn
+            self.current = turn
             turn.task = asyncio.create_task(self._play(turn), name=f"xiaozhi-turn-{turn.id}")
             try:
                 await asyncio.wait({turn.task})
@@ -588,10 +611,10 @@ class TurnPlayer:
                 await asyncio.wait({turn.task})
                 raise
             finally:
-                session.current_turn = None
+                self.current = None
                 await asyncio.shield(turn.stream.aclose())
             error = None if turn.task.cancelled() else turn.task.exception()
-            if isinstance(error, ConnectionGone) or session._closing:
+            if isinstance(error, ConnectionGone) or session.closing:
                 turn.cancel("closed")
                 return
             if error is not None:
@@ -606,12 +629,11 @@ class TurnPlayer:
 
     async def _wait_until_listening(self) -> None:
         """Connecting->Speaking is ignored by the firmware: wait for its first `listen`."""
-        session = self.session
-        if session._listening.is_set() or session._hello_at is None:
+        if self._listening.is_set() or self._hello_at is None:
             return
-        remaining = session._hello_at + LISTEN_GRACE_S - time.monotonic()
+        remaining = self._hello_at + LISTEN_GRACE_S - time.monotonic()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(session._listening.wait(), timeout=max(0.0, remaining))
+            await asyncio.wait_for(self._listening.wait(), timeout=max(0.0, remaining))
 
     async def _play(self, turn: Turn) -> None:
         session, settings = self.session, self.ctx.settings
@@ -667,13 +689,64 @@ class TurnPlayer:
             if subtitle is not None:
                 await session.socket.send_json({"type": "tts", "state": "sentence_start", "text": subtitle})
                 subtitle = None
-            timestamp = int((time.monotonic() - session._t0) * 1000)
+            timestamp = int((time.monotonic() - self._t0) * 1000)
             await session.socket.send_bytes(pack_audio(session.version, packet, timestamp))
             pacer.sent()
             turn.stream.acknowledge(pacer.packets * pacer.frame_s - pacer.lead())  # played on the device
             if turn.first_audio_at is None:
                 turn.first_audio_at = time.monotonic()
                 self.ctx.metrics.observe_ttfa("xiaozhi", turn.first_audio_at - (turn.first_text_at or turn.created_at))
+
+
+class InBandSpeech:
+    """In-band ``speak`` frames of one session (gateways, test clients): each a whole turn, or
+    with ``flush: false`` a piece of one open turn, which this object holds until its last piece
+    or until the session drops it."""
+
+    def __init__(self, session: XiaozhiSession, perform) -> None:
+        self.session = session
+        self._perform = perform  # the session's: carries out protocol actions (warnings) in order
+        self._open: Turn | None = None
+
+    async def speak(self, fields: dict, more: bool) -> None:
+        with self.session.lifecycle_stream.speaking():  # in flight while its voice is being resolved, too
+            await self._speak(fields, more)
+
+    def drop(self, state: str) -> None:
+        """Forget the open turn, cancelling it unless it is playing (the session cancels that one)."""
+        turn, self._open = self._open, None
+        if turn is not None and not turn.finished and turn is not self.session.current_turn:
+            turn.cancel(state)
+
+    async def _speak(self, fields: dict, more: bool) -> None:
+        session, ctx = self.session, self.session.ctx
+        try:
+            if self._open is not None and not self._open.finished:
+                turn = self._open
+                text = fields.get("text") or ""
+                if not isinstance(text, str):
+                    raise invalid("'text' must be a string", param="text")
+                turn.push(text)
+                await self._perform(session.protocol.piece_warnings(fields))
+                if not more:
+                    self._open = None
+                    turn.end()
+                return
+            request = await ctx.codec.run(parse_speak, ctx, fields, allow_empty=more)
+            await self._perform(session.protocol.warned(list(request.warnings)))
+            if more:
+                self._open = session.open_turn(request.options, request.emotion_label)
+                self._open.push(request.text)
+            else:
+                session.speak(request)
+        except ApiError as e:
+            ctx.metrics.error("xiaozhi_bad_request")
+            await session.socket.send_error(DeviceError(e.code or "invalid_request", e.message))
+        except ExecutorBusy as e:
+            ctx.metrics.error("busy")
+            await session.socket.send_error(DeviceError("server_busy", str(e)))
+        except ExecutorClosed as e:
+            await session.socket.send_error(DeviceError("shutting_down", str(e)))
 
 
 def xiaozhi_routes(ctx) -> list:

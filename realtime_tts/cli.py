@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -16,9 +17,10 @@ from . import config
 log = logging.getLogger("realtime_tts")
 
 DESCRIPTION = """\
-Streaming text-to-speech server for voice agents: IndexTTS2 voice cloning with emotion
-and speed control, streamed sentence by sentence over WebSocket (xiaozhi devices, LLM
-agents) and an OpenAI-compatible HTTP API, all on one port."""
+Streaming text-to-speech server for voice agents: IndexTTS-2 (zh, en) or IndexTTS-2.5
+(zh, en, ja, es, ar) voice cloning with emotion and speed control, streamed sentence by
+sentence over WebSocket (xiaozhi devices, LLM agents) and an OpenAI-compatible HTTP API,
+all on one port."""
 
 EPILOG = """\
 examples:
@@ -26,6 +28,9 @@ examples:
   realtime-tts serve --host 0.0.0.0 --engine indextts2 --checkpoints /models/IndexTTS-2
   realtime-tts say "Hello there. 你好。" --out hello.wav
   realtime-tts download --dir checkpoints     # fetch the IndexTTS-2 weights (~6 GB)
+  realtime-tts download --model indextts-2.5 --dir checkpoints-2.5
+  realtime-tts serve --checkpoints checkpoints-2.5   # auto: the directory says 2 or 2.5
+  realtime-tts say "こんにちは。" --language ja --checkpoints checkpoints-2.5 --voice me.wav -o ja.wav
 run 'realtime-tts COMMAND --help' for every option of a command."""
 
 
@@ -53,10 +58,12 @@ def _choose(settings) -> "EngineChoice":  # noqa: F821
 # --- serve ---------------------------------------------------------------------------------
 
 def batch_size(settings, engine_name: str) -> int:
-    """``--max-batch``, with 0 resolved: batching pays off only for IndexTTS2 on a GPU."""
+    """``--max-batch``, with 0 resolved: batching pays off only for the IndexTTS engines on a GPU."""
+    from .engine.select import PIPELINE_ENGINES
+
     if settings.max_batch > 0:
         return settings.max_batch
-    if engine_name != "indextts2" or settings.device == "cpu":
+    if engine_name not in PIPELINE_ENGINES or settings.device == "cpu":
         return 1
     import torch
 
@@ -268,15 +275,22 @@ def run_say(args: argparse.Namespace) -> int:
                                emotion=_emotion(args), speed=args.speed)
     choice = _choose(settings)
     print(f"engine {choice.name} ({choice.reason})", file=sys.stderr, flush=True)
+    from .engine.select import languages_of
+    from .server.capabilities import LanguageError, check_language, engine_notices
+
+    try:  # before loading: a language the engine does not speak fails at once
+        language = check_language(args.language, languages_of(choice), choice.name, "--language")
+    except LanguageError as e:
+        raise config.ConfigError(e.message) from None
+    options = dataclasses.replace(options, language=language)
     engine = load_engine(choice, checkpoints=settings.checkpoints, device=settings.device, dtype=settings.dtype,
                          compile=settings.compile, cache_dir=Path(settings.data_dir) / "conditioning")
-    from .server.capabilities import engine_notices
 
     notices = engine_notices(engine, options)  # the same notices a server's clients get
     for notice in notices:
         print(f"warning: {notice.message}", file=sys.stderr, flush=True)
     if notices:
-        print("  (the IndexTTS2 engine clones voices and takes emotions: realtime-tts download fetches its "
+        print("  (the IndexTTS engines clone voices and take emotions: realtime-tts download fetches their "
               "weights)", file=sys.stderr, flush=True)
     try:
         silence = np.zeros(engine.sample_rate * settings.silence_ms // 1000, np.float32)
@@ -336,9 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--speed", type=float, default=1.0, help="0.5-2.0 (default 1.0)")
     say.add_argument("--emotion-vector", help="8 comma-separated weights: happy,angry,sad,afraid,disgusted,"
                                               "melancholic,surprised,calm")
-    say.add_argument("--emotion-text", help="describe the emotion in words (IndexTTS2's Qwen emotion model)")
+    say.add_argument("--emotion-text", help="describe the emotion in words (the Qwen emotion model of the checkpoint)")
     say.add_argument("--emotion-audio", help="emotion reference clip")
     say.add_argument("--emotion-alpha", type=float, default=1.0, help="emotion strength 0-1 (default 1.0)")
+    say.add_argument("--language", help="language of TEXT (IndexTTS-2.5: zh, en, ja, es or ar; default: guessed "
+                                         "from the script)")
     _engine_flags(say, only=SAY_SETTINGS)
     say.set_defaults(func=run_say)
 

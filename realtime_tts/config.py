@@ -37,18 +37,21 @@ class Settings:
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
     port: int = opt(8000, "TCP port for every endpoint (HTTP and WebSocket)")
     # --- engine ------------------------------------------------------------------
-    engine: str = opt("auto", "speech engine: auto (IndexTTS2 when checkpoints hold weights, else espeak), indextts2, espeak", choices=("auto", "indextts2", "espeak"))
-    checkpoints: Path = opt(Path("checkpoints"), "IndexTTS-2 checkpoint directory (official layout)")
-    device: str = opt("auto", "torch device for the IndexTTS2 engine: auto, cpu, cuda, cuda:N")
-    dtype: str = opt("auto", "IndexTTS2 GPT and S2M precision: auto (bf16 on sm80+ GPUs, else fp32), fp32, bf16, "
-                             "fp16; accuracy bounds in docs/precision.md", choices=("auto", "fp32", "bf16", "fp16"))
-    compile: bool = opt(False, "IndexTTS2: torch.compile the GPT decode step and the S2M estimator (faster steps; "
+    engine: str = opt("auto", "speech engine: auto (IndexTTS-2 or IndexTTS-2.5, whichever the checkpoint directory "
+                              "holds, else espeak), indextts2, indextts2.5, espeak",
+                      choices=("auto", "indextts2", "indextts2.5", "espeak"))
+    checkpoints: Path = opt(Path("checkpoints"), "checkpoint directory (official IndexTTS-2 or IndexTTS-2.5 layout)")
+    device: str = opt("auto", "torch device for the IndexTTS engines: auto, cpu, cuda, cuda:N")
+    dtype: str = opt("auto", "IndexTTS precision: auto (bf16 on sm80+ GPUs, else fp32), fp32, bf16, fp16; IndexTTS-2: "
+                             "GPT and S2M estimator, IndexTTS-2.5: the GPT only, as the official code; accuracy "
+                             "bounds in docs/precision.md", choices=("auto", "fp32", "bf16", "fp16"))
+    compile: bool = opt(False, "IndexTTS engines: torch.compile the GPT decode step and the S2M estimator (faster steps; "
                                "start-up compiles for a minute or more)")
     # --- executor ----------------------------------------------------------------
     max_queue: int = opt(1024, "maximum queued segments across all clients before new work is refused as busy "
                                "(each stream keeps at most 4 segments queued or running)")
-    max_batch: int = opt(0, "segments synthesized together (IndexTTS2: continuous batching, new segments join "
-                            "the running GPT decode; 1: one at a time; 0: automatic, 8 for IndexTTS2 on a "
+    max_batch: int = opt(0, "segments synthesized together (IndexTTS engines: continuous batching, new segments "
+                            "join the running GPT decode; 1: one at a time; 0: automatic, 8 for IndexTTS on a "
                             "CUDA GPU, else 1)")
     # --- text --------------------------------------------------------------------
     max_segment_chars: int = opt(120, "maximum characters per synthesized segment")

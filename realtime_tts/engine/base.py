@@ -88,7 +88,7 @@ class SynthesisOptions:
     voice: Voice | None = None  # None: the engine's default voice
     emotion: Emotion | None = None
     speed: float = 1.0  # 0.5-2.0; engines scale duration by 1/speed
-    language: str | None = None  # hint only; engines detect zh/en themselves
+    language: str | None = None  # None: the engine detects it (IndexTTS-2: zh/en by content; 2.5: by script)
 
     def __post_init__(self) -> None:
         if not (SPEED_MIN <= self.speed <= SPEED_MAX):

@@ -70,6 +70,20 @@ def fingerprint(files: Sequence[Path], extra: str) -> str:
     return h.hexdigest()
 
 
+def auto_dir(checkpoints: Path) -> Path | None:
+    """``<checkpoints>/.cache/conditioning`` when it can be created and written, else None (the
+    cache then stays in memory; the reason is logged)."""
+    cache_dir = checkpoints / ".cache" / "conditioning"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_dir, os.W_OK):
+            raise OSError("not writable")
+    except OSError as e:
+        log.warning("conditioning cache at %s unavailable (%s); keeping it in memory only", cache_dir, e)
+        return None
+    return cache_dir
+
+
 def build_id(files: Sequence[Path], extra: str) -> str:
     """Identity of a model build that holds on every machine: each weight file's name, size and
     three samples of its bytes (a fine-tuned checkpoint of the same shapes differs in all of

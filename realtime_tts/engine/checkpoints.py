@@ -70,8 +70,11 @@ class CheckpointError(RuntimeError):
     """The checkpoint directory is incomplete, or a file in it does not fit the model."""
 
 
-def download_command(directory: str | Path) -> str:
-    return f"realtime-tts download --dir {directory}"
+def download_command(directory: str | Path, model: str = "indextts-2") -> str:
+    """The exact command that completes ``directory`` with ``model`` ("indextts-2", the download
+    default, or "indextts-2.5")."""
+    flag = "" if model == "indextts-2" else f"--model {model} "
+    return f"realtime-tts download {flag}--dir {directory}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""``realtime-tts download``: fetch the IndexTTS-2 checkpoint and the models it depends on.
+"""``realtime-tts download``: fetch an IndexTTS checkpoint and the models it depends on.
 
-The IndexTTS-2 repo goes into ``<dir>`` as plain files; the external models go into the
-Hugging Face cache at ``<dir>/hf_cache`` (the layout ``checkpoints.resolve`` reads offline).
+``--model indextts-2`` (the default) or ``--model indextts-2.5``: the model's repo goes into
+``<dir>`` as plain files; the external models (w2v-BERT 2.0, CAMPPlus, BigVGAN, and for
+IndexTTS-2 the MaskGCT semantic codec) go into the Hugging Face cache at ``<dir>/hf_cache``, the
+layout ``checkpoints.resolve`` and ``model.indextts25.resolve`` read offline.
 huggingface_hub shows the progress bars, resumes interrupted files and honours
 ``HF_ENDPOINT`` (e.g. ``HF_ENDPOINT=https://hf-mirror.com``) and ``HF_TOKEN``.
 This is the only place in the project that talks to the network.
@@ -14,7 +16,13 @@ from pathlib import Path
 
 from huggingface_hub import constants, hf_hub_download, snapshot_download
 
-from realtime_tts.engine.checkpoints import (
+from realtime_tts.model.indextts25 import FAMILY_V2, FAMILY_V25, detect
+from realtime_tts.model.indextts25 import missing_files as missing_files_25
+from realtime_tts.model.indextts25.layout import EXTERNAL_FILES
+from realtime_tts.model.s2mel import CheckpointMismatch
+from realtime_tts.model.indextts25.layout import QWEN_DEFAULT as QWEN_DEFAULT_25
+
+from .checkpoints import (
     BIGVGAN_REPO,
     DEFAULT_DIR,
     HF_CACHE_DIR,
@@ -27,49 +35,78 @@ from realtime_tts.engine.checkpoints import (
 )
 
 
+MODELS = (FAMILY_V2, FAMILY_V25)  # --model choices; the first is the default
+INDEX_REPO_25 = "IndexTeam/IndexTTS-2.5"
+TITLE = {FAMILY_V2: "IndexTTS-2", FAMILY_V25: "IndexTTS-2.5"}
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def download(directory: str | Path, *, include_qwen: bool = True, endpoint: str | None = None) -> list[str]:
-    """Download everything into ``directory``; returns what is still missing ([] on success).
+def download(directory: str | Path, *, model: str = FAMILY_V2, include_qwen: bool = True,
+             endpoint: str | None = None) -> list[str]:
+    """Download ``model`` into ``directory``; returns what is still missing ([] on success).
 
     ``endpoint`` overrides ``HF_ENDPOINT`` for this call. Files already present are kept
     (huggingface_hub checks them against the remote and resumes partial downloads).
     """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     root = Path(directory)
+    _refuse_other_model(root, model)
     root.mkdir(parents=True, exist_ok=True)
     _say(f"Downloading from {endpoint or constants.ENDPOINT} (set HF_ENDPOINT to use a mirror)")
+    repo, qwen = (INDEX_REPO, QWEN_DEFAULT) if model == FAMILY_V2 else (INDEX_REPO_25, QWEN_DEFAULT_25)
+    _say(f"[1/2] {repo} -> {root}")
+    snapshot_download(repo_id=repo, local_dir=root, ignore_patterns=None if include_qwen else [f"{qwen}/*"],
+                      endpoint=endpoint)
+    cache = root / HF_CACHE_DIR
+    _say(f"[2/2] external models -> {cache}")
+    for repo_id, filename in _externals(root, model):
+        _say(f"  {repo_id} {filename}")
+        hf_hub_download(repo_id, filename, cache_dir=cache, endpoint=endpoint)
+    if model == FAMILY_V25:
+        return missing_files_25(root, include_qwen=include_qwen)
+    return missing_files(root, include_qwen=include_qwen)
 
-    _say(f"[1/2] {INDEX_REPO} -> {root}")
-    snapshot_download(
-        repo_id=INDEX_REPO,
-        local_dir=root,
-        ignore_patterns=None if include_qwen else [f"{QWEN_DEFAULT}/*"],
-        endpoint=endpoint,
-    )
 
+def _refuse_other_model(root: Path, model: str) -> None:
+    """CheckpointError when ``root`` already holds the other model (one directory, one model)."""
+    try:
+        found = detect(root) if root.is_dir() else None
+    except CheckpointMismatch:  # empty, partial or unknown: downloading completes it
+        return
+    if found is not None and found != model:
+        raise CheckpointError(f"{root} already holds an {TITLE[found]} checkpoint; download {TITLE[model]} "
+                              f"into another directory (--dir)")
+
+
+def _externals(root: Path, model: str) -> list[tuple[str, str]]:
+    """(repo, file) of every external model file: IndexTTS-2 reads its BigVGAN repo from the
+    downloaded config.yaml; IndexTTS-2.5 always uses the same ones (and not the MaskGCT codec)."""
+    if model == FAMILY_V25:
+        return list(EXTERNAL_FILES.values())
     try:
         bigvgan = str(load_config(root)["vocoder"]["name"]).strip()
     except CheckpointError:
-        bigvgan = BIGVGAN_REPO  # verification below reports the config problem
-    cache = root / HF_CACHE_DIR
-    _say(f"[2/2] external models -> {cache}")
-    for item in external_files(bigvgan):
-        _say(f"  {item.repo_id} {item.filename}")
-        hf_hub_download(item.repo_id, item.filename, cache_dir=cache, endpoint=endpoint)
-
-    return missing_files(root, include_qwen=include_qwen)
+        bigvgan = BIGVGAN_REPO  # verification reports the config problem
+    return [(item.repo_id, item.filename) for item in external_files(bigvgan)]
 
 
 def add_download_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``download`` on the CLI's subparsers; the parser's ``func`` is ``run_download``."""
     parser = subparsers.add_parser(
         "download",
-        help="download the IndexTTS-2 checkpoint and its external models",
-        description="Download IndexTeam/IndexTTS-2 into DIR and w2v-BERT 2.0, the MaskGCT semantic "
-                    "codec, CAMPPlus and BigVGAN into DIR/hf_cache. Resumable; honours HF_ENDPOINT.",
+        help="download an IndexTTS checkpoint (IndexTTS-2 or IndexTTS-2.5) and its external models",
+        description="Download IndexTeam/IndexTTS-2 (--model indextts-2, the default) or IndexTeam/IndexTTS-2.5 "
+                    "(--model indextts-2.5) into DIR, and the external models into DIR/hf_cache: w2v-BERT 2.0, "
+                    "CAMPPlus and BigVGAN (IndexTTS-2 also the MaskGCT semantic codec). Resumable; honours "
+                    "HF_ENDPOINT. One directory holds one model: use another --dir for the other.",
     )
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0],
+                        help="indextts-2 (zh/en, the default) or indextts-2.5 (zh, en, ja, es, ar; faster); "
+                             "docs/models.md compares them")
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"checkpoint directory (default: {DEFAULT_DIR})")
     parser.add_argument("--no-qwen", action="store_true",
                         help="skip the Qwen emotion model (~1.2 GB; only emotion-from-text needs it)")
@@ -83,7 +120,11 @@ def run_download(args: argparse.Namespace) -> int:
     """CLI entry: 0 when the directory is complete afterwards, 1 otherwise."""
     include_qwen = not args.no_qwen
     try:
-        missing = download(args.dir, include_qwen=include_qwen, endpoint=getattr(args, "endpoint", None))
+        missing = download(args.dir, model=getattr(args, "model", MODELS[0]), include_qwen=include_qwen,
+                           endpoint=getattr(args, "endpoint", None))
+    except CheckpointError as e:
+        _say(f"Download refused: {e}")
+        return 1
     except KeyboardInterrupt:
         _say("Interrupted; run the same command again to resume.")
         return 1

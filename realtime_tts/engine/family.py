@@ -15,11 +15,12 @@ conditioning caches and the executor are shared. A ``ModelFamily`` supplies the 
 
 IndexTTS-2 (``indextts2.py``): BPE front end, conformer/perceiver speaker latents, features =
 codec embedding of the codes + ``gpt_layer`` of a second (latent) GPT pass, 1.72 frames per code.
-IndexTTS-2.5 fits the same seam: tiktoken front end with a language prefix, the language id for
-its GPT's text embedding (``SegmentCondition.extra``, handed to the GPT's ``prompt`` by
-``gpt_texts``: the decode pool passes text inputs through unread), CAMPPlus-projected conditioning,
-features = its codec's decode of the 25 Hz codes to 50 Hz (no latent pass), ``int(2 L 1.72
-duration)`` frames, an S2M prompt from normalised w2v-BERT features. See docs/architecture.md, "Adding a model family".
+IndexTTS-2.5 (``indextts25.py``) on the same seam: tiktoken front end with a language tag, the
+language row for its GPT's text embedding (``gpt_texts`` pairs each piece's ids with the row its
+tag names; the decode pool passes text inputs to the GPT's ``prompt`` unread), CAMPPlus-projected
+conditioning, features = its codec's decode of the 25 Hz codes to 50 Hz (no latent pass),
+``int(2 L 1.72 duration)`` frames, an S2M prompt from normalised w2v-BERT features. See
+docs/architecture.md, "Adding a model family".
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ class SegmentCondition:
     @property
     def prompt_frames(self) -> int:
         return self.ref_mel.size(-1)
+
+
+def blend_emotion(base: torch.Tensor, emovec: torch.Tensor, alpha: float, weights: Sequence[float] | None,
+                  matrix: Any, style: torch.Tensor) -> torch.Tensor:
+    """The official emotion merge both families share: the speaker's own [1, C] vector ``base``
+    moved by ``alpha`` towards an emotion clip's ``emovec``; with 8 emotion ``weights`` (a vector or
+    the Qwen answer, already scaled by alpha) mixed further through the emotion ``matrix``
+    (``EmotionMatrix.final_emotion_vector``, fp32) by the speaker ``style``."""
+    merged = base + alpha * (emovec - base)
+    if weights is None:
+        return merged
+    return matrix.final_emotion_vector(weights, style, merged.float()).to(base.dtype)
 
 
 class ModelFamily(ABC):

@@ -32,7 +32,6 @@ silence-code runs (off by default; the official v2 code never calls it).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from . import cache
 from .base import EngineError
 from .checkpoints import has_weights, resolve
 from .devices import pick_device, pick_dtype
-from .family import ModelFamily, SegmentCondition
+from .family import ModelFamily, SegmentCondition, blend_emotion
 from .indextts2_load import Models, load_models, place
 from .pipeline import PipelineEngine
 
@@ -174,11 +173,7 @@ class IndexTTS2Family(ModelFamily):
 
     def merge_emotion(self, voice: VoiceConditioning, emovec: torch.Tensor, alpha: float,
                       weights: Sequence[float] | None) -> torch.Tensor:
-        base = voice.spk_emovec
-        merged = base + alpha * (emovec - base)
-        if weights is None:
-            return merged
-        return self.models.emotion.final_emotion_vector(weights, voice.style, merged.float()).to(self.dtype)
+        return blend_emotion(voice.spk_emovec, emovec, alpha, weights, self.models.emotion, voice.style)
 
     def segment_condition(self, voice: VoiceConditioning, emovec: torch.Tensor,
                           language: str | None = None) -> SegmentCondition:
@@ -214,7 +209,7 @@ class IndexTTS2Family(ModelFamily):
         return ("vector", "reference") + (("text",) if self.models.qwen is not None else ())
 
     def describe(self) -> dict:
-        return {"emotion_text": self.models.qwen is not None}
+        return {"family": "IndexTTS-2", "emotion_text": self.models.qwen is not None}
 
 
 class IndexTTS2Engine(PipelineEngine):
@@ -245,21 +240,10 @@ class IndexTTS2Engine(PipelineEngine):
         t0 = time.perf_counter()
         family = IndexTTS2Family.load(Path(path), dev, dt)
         if cache_dir == "auto":
-            cache_dir = _auto_cache_dir(Path(path))
+            cache_dir = cache.auto_dir(Path(path))
         engine = cls(family, cache_dir=cache_dir, source=str(path),
                      fingerprint=cache.fingerprint(family.weight_files(), f"{dev.type}:{dt}"), **kwargs)
         log.info("IndexTTS2 loaded from %s on %s (%s) in %.1f s", path, dev, str(dt).replace("torch.", ""),
                  time.perf_counter() - t0)
         return engine
 
-
-def _auto_cache_dir(path: Path) -> Path | None:
-    cache_dir = path / ".cache" / "conditioning"
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(cache_dir, os.W_OK):
-            raise OSError("not writable")
-    except OSError as e:
-        log.warning("conditioning cache at %s unavailable (%s); keeping it in memory only", cache_dir, e)
-        return None
-    return cache_dir

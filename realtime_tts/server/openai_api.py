@@ -46,7 +46,7 @@ FORMATS = {
     "pcm": ("pcm_s16le", "audio/pcm"),
 }
 UNSUPPORTED_FORMATS = {"aac": "aac output is not supported; use mp3, opus, flac, wav or pcm"}
-MODEL_IDS = ("realtime-tts", "indextts2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+MODEL_IDS = ("realtime-tts", "indextts2", "indextts2.5", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
 @dataclass

@@ -193,3 +193,66 @@ def test_run_download_reports_missing(tmp_path, monkeypatch, capsys):
     rc = dl.run_download(parse(["download", "--dir", str(tmp_path / "ck")]))
     assert rc == 1
     assert "bpe.model" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- IndexTTS-2.5
+
+INDEX25_FILES = ["config.yaml", "gpt.pth", "codec.pth", "s2mel.pth", "multilingual_zh_ja_yue_char_del.tiktoken",
+                 "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt", "qwen0.6bemo4-merge/config.json",
+                 "qwen0.6bemo4-merge/model.safetensors", "qwen0.6bemo4-merge/tokenizer.json"]
+CONFIG25 = Path(__file__).resolve().parents[1] / "fixtures" / "indextts25" / "tiny" / "static" / "config.yaml"
+
+
+@pytest.fixture
+def hub25(tmp_path, monkeypatch):
+    fake = FakeHub(tmp_path / "remote")
+    for name in INDEX25_FILES:
+        p = fake.remote / dl.INDEX_REPO_25 / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(CONFIG25.read_text(encoding="utf-8") if name == "config.yaml" else f"{name} bytes")
+    monkeypatch.setattr(dl, "snapshot_download", fake.snapshot_download)
+    monkeypatch.setattr(dl, "hf_hub_download", fake.hf_hub_download)
+    return fake
+
+
+def test_download_indextts25_requests_and_layout(tmp_path, hub25, capsys):
+    from realtime_tts.engine.select import choose_engine
+    from realtime_tts.model.indextts25 import resolve
+
+    target = tmp_path / "ck25"
+    assert dl.download(target, model="indextts-2.5") == []
+    snap = [c for c in hub25.calls if c[0] == "snapshot"]
+    files = [(c[1], c[2]) for c in hub25.calls if c[0] == "file"]
+    assert [(c[1], c[2], c[3]) for c in snap] == [("IndexTeam/IndexTTS-2.5", target, None)]
+    assert files == [  # the external models of 2.5: no MaskGCT codec
+        ("facebook/w2v-bert-2.0", "config.json"), ("facebook/w2v-bert-2.0", "preprocessor_config.json"),
+        ("facebook/w2v-bert-2.0", "model.safetensors"), ("funasr/campplus", "campplus_cn_common.bin"),
+        ("nvidia/bigvgan_v2_22khz_80band_256x", "config.json"),
+        ("nvidia/bigvgan_v2_22khz_80band_256x", "bigvgan_generator.pt"),
+    ]
+    paths = resolve(target)  # found offline in the Hugging Face cache layout
+    assert paths.campplus.read_text() == "funasr/campplus/campplus_cn_common.bin bytes"
+    assert paths.qwen_dir == target / "qwen0.6bemo4-merge"
+    assert choose_engine("auto", target).name == "indextts2.5"
+    assert "IndexTeam/IndexTTS-2.5" in capsys.readouterr().out
+
+
+def test_download_indextts25_cli_without_qwen_and_incomplete(tmp_path, hub25, capsys):
+    args = parse(["download", "--model", "indextts-2.5", "--dir", str(tmp_path / "a"), "--no-qwen"])
+    assert args.model == "indextts-2.5" and dl.run_download(args) == 0
+    assert hub25.calls[0][3] == ["qwen0.6bemo4-merge/*"] and not (tmp_path / "a" / "qwen0.6bemo4-merge").exists()
+    (hub25.remote / dl.INDEX_REPO_25 / "codec.pth").unlink()
+    (hub25.remote / dl.INDEX_REPO_25 / "qwen0.6bemo4-merge" / "tokenizer.json").unlink()
+    assert dl.run_download(parse(["download", "--model", "indextts-2.5", "--dir", str(tmp_path / "b")])) == 1
+    out = capsys.readouterr().out
+    assert "codec.pth (semantic codec)" in out and "qwen0.6bemo4-merge/ (Qwen emotion model" in out
+
+
+def test_one_directory_holds_one_model(tmp_path, hub25, capsys):
+    target = tmp_path / "ck"
+    assert dl.download(target) == []  # IndexTTS-2 (the fake hub serves both repos)
+    assert dl.run_download(parse(["download", "--model", "indextts-2.5", "--dir", str(target)])) == 1
+    out = capsys.readouterr().out
+    assert "already holds an IndexTTS-2 checkpoint" in out and "--dir" in out
+    assert not (target / "codec.pth").exists()
+    assert parse(["download"]).model == "indextts-2"  # the default stays IndexTTS-2

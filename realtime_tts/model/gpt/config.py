@@ -1,4 +1,5 @@
-"""Hyper-parameters of the IndexTTS2 text-to-semantic GPT (``UnifiedVoice`` v2).
+"""Hyper-parameters of the text-to-semantic GPTs (official class ``UnifiedVoice`` v2, as used by
+IndexTTS-2 and, in its ``campplus`` speaker mode, by IndexTTS-2.5).
 
 Values come from the ``gpt`` section of the official ``config.yaml`` plus the constructor
 defaults of the official class that the config does not override.
@@ -30,7 +31,10 @@ class ConformerConfig:
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class CodeGPTConfig:
+    """What every UnifiedVoice v2 variant shares: the GPT-2 body, the text/mel tables and heads,
+    and the emotion path (conformer + 1-latent perceiver)."""
+
     model_dim: int = 1280
     layers: int = 24
     heads: int = 20
@@ -42,10 +46,6 @@ class GPTConfig:
     stop_mel_token: int = 8193
     start_text_token: int = 0
     stop_text_token: int = 1
-    condition_num_latent: int = 32
-    condition_module: ConformerConfig = field(
-        default_factory=lambda: ConformerConfig(512, 2048, 8, 6, 2.0)
-    )
     emo_condition_module: ConformerConfig = field(
         default_factory=lambda: ConformerConfig(512, 1024, 4, 4, 2.0)
     )
@@ -79,6 +79,16 @@ class GPTConfig:
     def text_vocab(self) -> int:
         return self.number_text_tokens + 1
 
+
+@dataclass(frozen=True)
+class GPTConfig(CodeGPTConfig):
+    """IndexTTS-2: speaker conformer + 32-latent perceiver, two speed slots."""
+
+    condition_num_latent: int = 32
+    condition_module: ConformerConfig = field(
+        default_factory=lambda: ConformerConfig(512, 2048, 8, 6, 2.0)
+    )
+
     @property
     def cond_len(self) -> int:
         # speaker latents + two speed embeddings
@@ -109,3 +119,27 @@ class GPTConfig:
             condition_module=ConformerConfig(16, 32, 2, 2, 2.0),
             emo_condition_module=ConformerConfig(16, 24, 1, 2, 0.1),
         )
+
+
+# Rows of lang_embedding: the 106 language names of the official tokenizer plus one spare row.
+LANGUAGE_ROWS = 107
+
+
+@dataclass(frozen=True)
+class GPT25Config(CodeGPTConfig):
+    """IndexTTS-2.5 (``spk_cond_mode="campplus"``): a projected CAMPPlus style replaces the speaker
+    conformer/perceiver, a learned language embedding joins every text position, and the
+    conditioning is [style + emotion, 0, 0]."""
+
+    number_text_tokens: int = 60509  # 58836 tiktoken ranks + 1673 special tokens
+    style_dim: int = 192  # CAMPPlus embedding, hard-coded upstream (Linear(192, model_dim))
+    languages: int = LANGUAGE_ROWS
+
+    @property
+    def cond_len(self) -> int:
+        # projected style (+ emotion) and two zero vectors
+        return 3
+
+    @classmethod
+    def full(cls) -> "GPT25Config":
+        return cls()

@@ -1,4 +1,4 @@
-"""Semantic-code generation for UnifiedVoice v2.
+"""Semantic-code generation for UnifiedVoice v2 (IndexTTS-2 and IndexTTS-2.5 GPTs alike).
 
 Three modes:
 
@@ -46,7 +46,8 @@ from typing import Literal, Protocol
 import torch
 import torch.nn.functional as F
 
-from .unified_voice import UnifiedVoice, mel_position
+from .base import CodeGPT, mel_position
+from .unified_voice25 import LangText
 
 Mode = Literal["beam_sample", "sample", "greedy"]
 
@@ -277,7 +278,7 @@ class DecodePool:
     from it in block order.
     """
 
-    def __init__(self, model: UnifiedVoice, params: SamplingParams, capacity: int, max_len: int,
+    def __init__(self, model: CodeGPT, params: SamplingParams, capacity: int, max_len: int,
                  max_codes: int | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -333,8 +334,10 @@ class DecodePool:
               forbid: Sequence[Sequence[int]] | None = None) -> list[DecodeRequest]:
         """Prefill requests (one batched prefill) into free blocks.
 
-        cond [B, 34, C] or [1, 34, C]; texts: B token-id tensors; budgets: B code budgets;
-        forbid: per request, codes it may never choose. Rows grow to fit the longest request.
+        cond [B, K, C] or [1, K, C] (K = ``model.cfg.cond_len``); texts: B token-id tensors;
+        texts: B text inputs of ``model.prompt``, passed through unread (token-id tensors; for
+        IndexTTS-2.5 ``LangText`` pairs); budgets: B code budgets; forbid: per request, codes it
+        may never choose. Rows grow to fit the longest request.
         Raises ``PoolFull`` when fewer than B blocks are free and ``ValueError`` when a request is
         out of bounds (nothing is admitted then)."""
         b = len(texts)
@@ -516,14 +519,16 @@ class DecodePool:
 
 
 @torch.inference_mode()
-def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tensor],
+def generate(model: CodeGPT, cond: torch.Tensor, texts: Sequence[torch.Tensor],
              params: SamplingParams = SamplingParams(), cancel: Cancel | None = None,
              generator: torch.Generator | Sequence[torch.Generator] | None = None,
-             budgets: Sequence[int | None] | None = None, forbid: Sequence[int] = ()) -> Generation:
+             budgets: Sequence[int | None] | None = None, forbid: Sequence[int] = (),
+             langs: Sequence[int] | None = None) -> Generation:
     """Generate semantic codes for a batch of requests (a :class:`DecodePool` run to the end).
 
-    cond: [B, 34, C] from ``model.conditioning`` (or [1, 34, C] shared by all texts);
-    texts: B 1-D tensors of text token ids. ``cancel.raise_if_cancelled()`` runs every step.
+    cond: [B, K, C] from ``model.conditioning`` (or [1, K, C] shared by all texts);
+    texts: B 1-D tensors of text token ids; langs: B language rows (IndexTTS-2.5 only).
+    ``cancel.raise_if_cancelled()`` runs every step.
     generator: one for the batch, or B (one per request; see the module doc).
     budgets: B code budgets (None: ``params.code_budget``), e.g. forced counts in benchmarks.
     forbid: codes no request may choose (with the stop code: forced counts).
@@ -549,6 +554,10 @@ def generate(model: UnifiedVoice, cond: torch.Tensor, texts: Sequence[torch.Tens
         raise ValueError(f"code budget {longest} exceeds the model's max_mel_tokens {model.cfg.max_mel_tokens}")
     prompt = cond.size(1) + 3 + max(int(torch.as_tensor(t).numel()) for t in texts)  # [cond | 0 text 1 | start]
     pool = DecodePool(model, params, capacity=b, max_len=prompt + longest, max_codes=longest)
+    if langs is not None:  # the IndexTTS-2.5 GPT's text inputs carry their language
+        if len(langs) != b:
+            raise ValueError(f"{b} texts but {len(langs)} languages")
+        texts = [LangText(torch.as_tensor(t), int(lang)) for t, lang in zip(texts, langs)]
     requests = pool.admit(cond, texts, budgets, gens, forbid=[forbid] * b)
     while len(pool):
         if cancel is not None:

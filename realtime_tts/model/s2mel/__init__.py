@@ -5,7 +5,7 @@ from .checkpoint import CheckpointMismatch, fold_weight_norm, load_strict
 from .config import S2MelConfig
 from .dit import DiT
 from .length_regulator import LengthRegulator
-from .model import PromptCondition, S2Mel, target_lengths
+from .model import PromptCondition, S2Mel, mel_frames_25, target_lengths
 
 __all__ = [
     "CFM",
@@ -18,5 +18,6 @@ __all__ = [
     "S2MelConfig",
     "fold_weight_norm",
     "load_strict",
+    "mel_frames_25",
     "target_lengths",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def _round_up(n: int, k: int) -> int:
@@ -13,9 +15,10 @@ def _round_up(n: int, k: int) -> int:
 class S2MelConfig:
     # mel spectrogram
     n_mels: int = 80
-    # gpt_layer: GPT latent -> semantic-embedding space (three Linears, no activation)
+    # gpt_layer: GPT latent -> semantic-embedding space (three Linears, no activation);
+    # None: no gpt_layer (IndexTTS-2.5)
     gpt_dim: int = 1280
-    gpt_layer_dims: tuple[int, int] = (256, 128)
+    gpt_layer_dims: tuple[int, int] | None = (256, 128)
     # length regulator
     semantic_dim: int = 1024  # regulator input width (= semantic codec embedding width)
     content_dim: int = 512  # regulator width = DiT content width
@@ -55,6 +58,45 @@ class S2MelConfig:
     def ffn_dim(self) -> int:
         # gpt-fast rule: 2/3 of 4*dim, rounded up to a multiple of 256
         return _round_up(int(2 * 4 * self.hidden_dim / 3), 256)
+
+    @classmethod
+    def from_section(cls, s2mel: Mapping[str, Any], gpt_dim: int = 1280,
+                     gpt_layer_dims: tuple[int, int] | None = None) -> "S2MelConfig":
+        """From the ``s2mel`` section of an official config.yaml; ValueError naming the key."""
+
+        def get(*path: str) -> Any:
+            node: Any = s2mel
+            for part in path:
+                if not isinstance(node, Mapping) or part not in node:
+                    raise ValueError(f"s2mel: missing key {'.'.join(path)!r}")
+                node = node[part]
+            return node
+
+        def num(*path: str) -> int:
+            value = get(*path)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"s2mel: key {'.'.join(path)!r} = {value!r} is not an integer")
+            return value
+
+        ratios = get("length_regulator", "sampling_ratios")
+        if not isinstance(ratios, list) or not ratios:
+            raise ValueError("s2mel: key 'length_regulator.sampling_ratios' must be a non-empty list")
+        content = num("length_regulator", "channels")
+        if num("DiT", "content_dim") != content:
+            raise ValueError(f"s2mel: DiT.content_dim must equal length_regulator.channels ({content})")
+        n_mels = num("DiT", "in_channels")
+        if num("preprocess_params", "spect_params", "n_mels") != n_mels:
+            raise ValueError("s2mel: DiT.in_channels must equal preprocess_params.spect_params.n_mels")
+        return cls(
+            n_mels=n_mels, gpt_dim=gpt_dim, gpt_layer_dims=gpt_layer_dims,
+            semantic_dim=num("length_regulator", "in_channels"), content_dim=content,
+            regulator_convs=len(ratios),
+            regulator_codebook_size=num("length_regulator", "content_codebook_size"),
+            hidden_dim=num("DiT", "hidden_dim"), num_heads=num("DiT", "num_heads"), depth=num("DiT", "depth"),
+            style_dim=num("style_encoder", "dim"), dit_codebook_size=num("DiT", "content_codebook_size"),
+            wavenet_hidden=num("wavenet", "hidden_dim"), wavenet_layers=num("wavenet", "num_layers"),
+            wavenet_kernel=num("wavenet", "kernel_size"), wavenet_dilation_rate=num("wavenet", "dilation_rate"),
+        )
 
     @classmethod
     def tiny(cls) -> "S2MelConfig":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from .checkpoint import CheckpointMismatch, fold_weight_norm, load_strict, strip
 from .config import S2MelConfig
 from .length_regulator import LengthRegulator
 
-SUBMODELS = ("cfm", "length_regulator", "gpt_layer")
+SUBMODELS = ("cfm", "length_regulator", "gpt_layer")  # IndexTTS-2; 2.5 has no gpt_layer
 
 
 @dataclass
@@ -28,6 +29,18 @@ class PromptCondition:
     mel: torch.Tensor  # [B, n_mels, Tp] reference mel (22.05 kHz, hop 256)
     style: torch.Tensor  # [B, style_dim] CAMPPlus speaker style
     lengths: torch.Tensor  # [B] reference mel frames
+
+
+def mel_frames_25(semantic_frames: int, duration_factor: float = 1.0) -> int:
+    """IndexTTS-2.5: mel frames to generate for ``semantic_frames`` 50 Hz codec frames (2 per code).
+
+    Official: ``int(S_infer.shape[1] * 1.72 * duration_factor)``, a Python double product truncated
+    (not IndexTTS-2's float32 one: the two differ near whole numbers). ``duration_factor`` > 1
+    slows speech down; the official code takes any value (its README suggests 0.5-2.0).
+    """
+    if not (math.isfinite(duration_factor) and duration_factor > 0):
+        raise ValueError(f"duration_factor must be a positive finite number, got {duration_factor}")
+    return max(1, int(semantic_frames * 1.72 * duration_factor))
 
 
 def target_lengths(code_lens: torch.Tensor, frames_per_code: float = 1.72, speed: float = 1.0) -> torch.Tensor:
@@ -47,7 +60,8 @@ def target_lengths(code_lens: torch.Tensor, frames_per_code: float = 1.72, speed
 
 class S2Mel(nn.Module):
     """Semantic-to-mel model. State-dict layout = ``s2mel.pth["net"]``: sub-modules ``cfm``,
-    ``length_regulator``, ``gpt_layer`` (weight-norm pairs folded at load).
+    ``length_regulator`` and, for IndexTTS-2 (``cfg.gpt_layer_dims`` set), ``gpt_layer``
+    (weight-norm pairs folded at load). IndexTTS-2.5 builds no ``gpt_layer``.
 
     Use: ``prompt_condition`` once per reference voice (cacheable), then per text segment
     ``semantic(code_emb, latent)`` and ``generate(...)`` -> mel for the vocoder. How many mel
@@ -60,16 +74,21 @@ class S2Mel(nn.Module):
         self.cfg = cfg = cfg or S2MelConfig()
         self.cfm = CFM(cfg)
         self.length_regulator = LengthRegulator(cfg)
-        d1, d2 = cfg.gpt_layer_dims
-        self.gpt_layer = nn.Sequential(nn.Linear(cfg.gpt_dim, d1), nn.Linear(d1, d2), nn.Linear(d2, cfg.semantic_dim))
+        self.submodels = SUBMODELS if cfg.gpt_layer_dims is not None else SUBMODELS[:2]
+        if cfg.gpt_layer_dims is not None:
+            d1, d2 = cfg.gpt_layer_dims
+            self.gpt_layer = nn.Sequential(nn.Linear(cfg.gpt_dim, d1), nn.Linear(d1, d2), nn.Linear(d2, cfg.semantic_dim))
 
     # ----- loading ---------------------------------------------------------------
     def load_official(self, net: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
-        """Load the ``net`` dict of s2mel.pth strictly (each sub-dict must match exactly)."""
-        absent = [k for k in SUBMODELS if k not in net]
+        """Load the ``net`` dict of s2mel.pth strictly (each sub-dict must match exactly).
+
+        Only this model's sub-modules are read; a caller that accepts other entries (2.5 files
+        carry an unused ``gpt_layer``) checks them itself."""
+        absent = [k for k in self.submodels if k not in net]
         if absent:
             raise CheckpointMismatch(f"s2mel checkpoint: 'net' lacks {absent} (has {sorted(net)})")
-        for name in SUBMODELS:
+        for name in self.submodels:
             state = fold_weight_norm(strip_prefix(net[name]))
             load_strict(getattr(self, name), state, f"s2mel net.{name}")
 
@@ -87,7 +106,8 @@ class S2Mel(nn.Module):
     # ----- inference -------------------------------------------------------------
     @torch.no_grad()
     def semantic(self, code_emb: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """S_infer = codec embedding of the codes + gpt_layer(GPT latent): [B, L, semantic_dim]."""
+        """S_infer = codec embedding of the codes + gpt_layer(GPT latent): [B, L, semantic_dim]
+        (IndexTTS-2 only)."""
         return code_emb + self.gpt_layer(latent)
 
     @torch.no_grad()
@@ -131,6 +151,9 @@ class S2Mel(nn.Module):
         padded to the batch's longest. ``noise`` ([B, n_mels, >= max total]) is read in that
         layout; without it each item draws randn([1, n_mels, total_i]) in turn from
         ``generator`` (one item seeded like the official torch.randn call).
+
+        ``code_lens`` counts the valid ``s_infer`` frames; ``target_lens`` the mel frames to
+        generate (IndexTTS-2: ``target_lengths``, IndexTTS-2.5: ``mel_frames_25``).
         """
         cfg = self.cfg
         B = s_infer.size(0)
@@ -143,6 +166,8 @@ class S2Mel(nn.Module):
             raise ValueError(
                 f"prompt lengths {p_list} do not fit cond {tuple(prompt.cond.shape)} / mel {tuple(prompt.mel.shape)}"
             )
+        if int(target_lens.min()) < 1:
+            raise ValueError(f"target_lens must be positive frame counts, got {target_lens.tolist()}")
         gen_lens = target_lens.to(device=s_infer.device, dtype=torch.long)
         cond = self.length_regulator(s_infer, gen_lens, code_lens)  # [B, Tg, C]
         g_list = gen_lens.tolist()

@@ -51,12 +51,11 @@ from .checkpoints import has_weights, resolve
 from .devices import pick_device, pick_dtype
 from .family import ModelFamily, SegmentCondition, blend_emotion
 from .indextts2_load import Models, load_models, place
-from .pipeline import PipelineEngine
+from .pipeline import MAX_TEXT_TOKENS_PER_SEGMENT, PipelineEngine
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050
-MAX_TEXT_TOKENS_PER_SEGMENT = 120  # official default
 
 
 @dataclass

@@ -39,6 +39,7 @@ from .state import Piece, Segment, Status
 log = logging.getLogger(__name__)
 
 SEGMENT_GAP_S = 0.2  # official silence between the pieces of a segment
+MAX_TEXT_TOKENS_PER_SEGMENT = 120  # official default of both families' text split
 Result = SegmentAudio | BaseException
 
 
@@ -139,7 +140,8 @@ class PipelineEngine(Engine):
     """An engine on the staged pipeline (see the module doc) for one ``ModelFamily``."""
 
     def __init__(self, family: ModelFamily, *, sampling: SamplingParams | None = None, cfm_steps: int = 25,
-                 cfg_rate: float = 0.7, max_text_tokens_per_segment: int = 120, cache_capacity: int = 32,
+                 cfg_rate: float = 0.7, max_text_tokens_per_segment: int = MAX_TEXT_TOKENS_PER_SEGMENT,
+                 cache_capacity: int = 32,
                  cache_dir: str | Path | None = None, fingerprint: str = "", seed: int | None = None,
                  remove_long_silence: bool = False, silence_code: int = 52, default_voice: Voice | None = None,
                  source: str = "", compile: bool = False) -> None:

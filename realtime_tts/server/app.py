@@ -26,12 +26,14 @@ from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
 from .lifecycle import Lifecycle, LifecycleMiddleware
+from .memory import trim_when_quiet
 from .looplag import LoopLagMonitor
 from .openai_api import metrics_routes, openai_routes
 from .ota import ota_routes
 from .page import page_routes
 from .request_id import RequestIdMiddleware
 from .tts_request import tts_request_routes
+from .transport import protocol_classes
 from .tts_shim import shim_routes
 from .voices import voice_routes, watch_library
 from .xiaozhi import xiaozhi_routes
@@ -77,7 +79,7 @@ async def share_conditioning(ctx: ServerContext) -> None:
 def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
     options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
-                   timeout_graceful_shutdown=5)
+                   timeout_graceful_shutdown=5, **protocol_classes())
     return uvicorn.Config(app, **{**options, **overrides})
 
 
@@ -98,6 +100,7 @@ def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -
         ctx.executor.on_segment_done = _record_segment(ctx)
         await ctx.executor.start()
         watcher = asyncio.create_task(watch_library(ctx.voices), name="voice-library-watch")
+        trimmer = asyncio.create_task(trim_when_quiet(lambda: len(ctx.lifecycle.streams)), name="memory-trim")
         ctx.ready.set()
         log.info("engine %s ready in %.1f s", ctx.engine.name, time.monotonic() - started)
         lag = asyncio.create_task(LoopLagMonitor(ctx.metrics.loop_lag, warn_ms=ctx.settings.loop_lag_warn_ms).run(),
@@ -109,9 +112,10 @@ def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -
             with contextlib.suppress(asyncio.CancelledError):
                 await lag
             ctx.ready.clear()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, trimmer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for session in list(ctx.devices.values()):
                 with contextlib.suppress(Exception):
                     await session.close(1001, "server shutting down")

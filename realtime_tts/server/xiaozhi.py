@@ -604,6 +604,7 @@ class TurnPlayer:
                 continue  # dropped while queued: its stream is closed already
             self.current = turn
             turn.task = asyncio.create_task(self._play(turn), name=f"xiaozhi-turn-{turn.id}")
+            error = None
             try:
                 await asyncio.wait({turn.task})
             except asyncio.CancelledError:  # the session is closing: stop playback first
@@ -611,9 +612,11 @@ class TurnPlayer:
                 await asyncio.wait({turn.task})
                 raise
             finally:
+                # the outcome is read here, so a speaker cancelled from now on still retrieves it
+                if turn.task.done() and not turn.task.cancelled():
+                    error = turn.task.exception()
                 self.current = None
                 await asyncio.shield(turn.stream.aclose())
-            error = None if turn.task.cancelled() else turn.task.exception()
             if isinstance(error, ConnectionGone) or session.closing:
                 turn.cancel("closed")
                 return

@@ -24,6 +24,7 @@ from realtime_tts.config import Settings
 from realtime_tts.engine.base import CancelToken, Engine, EngineError, SegmentAudio, SynthesisOptions
 from realtime_tts.engine.executor import SerialExecutor
 from realtime_tts.server.context import ServerContext
+from realtime_tts.server.transport import protocol_classes
 from realtime_tts.server.voices import VoiceLibrary
 
 ENGINE_RATE = 22050
@@ -128,7 +129,8 @@ def free_port() -> int:
 def live_server(ctx: ServerContext):
     """Run the app under a real uvicorn on a free port; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(build_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(build_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            **protocol_classes())  # as `serve` runs it
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -32,6 +32,12 @@ def small_socket(port: int) -> socket.socket:
     return sock
 
 
+def server_let_go(sock: socket.socket) -> bool:
+    """The server ended the TCP connection (RST or FIN), seen without reading a byte of it."""
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    return state != 1  # 1: TCP_ESTABLISHED
+
+
 def metric(ctx, name: str, **labels) -> float:
     value = ctx.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -63,13 +69,15 @@ async def test_agent_client_that_never_reads_is_dropped_and_its_synthesis_cancel
     ctx = make_ctx(tmp_path, engine, **SETTINGS)
     with live_server(ctx) as base:
         port = int(base.rsplit(":", 1)[1])
-        ws = await connect(f"ws://127.0.0.1:{port}/v1/tts/stream", sock=small_socket(port), max_queue=1)
+        sock = small_socket(port)
+        ws = await connect(f"ws://127.0.0.1:{port}/v1/tts/stream", sock=sock, max_queue=1)
         try:
             await ws.send(json.dumps({"type": "config", "output": {"encoding": "pcm_s16le", "sample_rate": 48000}}))
             await ws.send(json.dumps({"type": "text", "context_id": "t", "text": TEXT, "end": True}))
             # ... and never read again.
             await until(lambda: metric(ctx, "rtts_write_timeouts_total", endpoint="stream") == 1)
             await settled(ctx, "stream")
+            await until(lambda: server_let_go(sock), timeout=30)  # not held open for the unread bytes
         finally:
             ws.transport.abort()
         await probe(base)
@@ -91,8 +99,18 @@ async def test_http_client_that_never_reads_is_aborted_and_its_synthesis_cancell
             # ... and never read the response.
             await until(lambda: metric(ctx, "rtts_write_timeouts_total", endpoint="openai") == 1)
             await settled(ctx, "openai")
+            await until(lambda: server_let_go(sock), timeout=30)  # not held open for the unread bytes
         finally:
             sock.close()
         await probe(base)
     spoken = [t for t, _ in engine.calls if t.startswith("Sentence")]
     assert 1 <= len(spoken) <= MOST_SENTENCES, len(spoken)
+
+
+def test_serve_bounds_every_close():
+    """`serve` runs uvicorn with the bounded-close protocols these tests run under."""
+    from realtime_tts.config import Settings
+    from realtime_tts.server.app import uvicorn_config
+
+    config = uvicorn_config(None, Settings())
+    assert config.http.__name__.startswith("BoundedClose") and config.ws.__name__.startswith("BoundedClose")

@@ -307,6 +307,7 @@ def running_server(engine, a: argparse.Namespace, data_dir: Path, rec: Recorder)
     from realtime_tts.engine.batching import BatchingExecutor
     from realtime_tts.engine.executor import SerialExecutor
     from realtime_tts.server.app import create_app
+    from realtime_tts.server.transport import protocol_classes
     from realtime_tts.server.context import ServerContext
     from realtime_tts.server.voices import VoiceLibrary
 
@@ -339,7 +340,7 @@ def running_server(engine, a: argparse.Namespace, data_dir: Path, rec: Recorder)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            ws_max_size=4 * 1024 * 1024)
+                            ws_max_size=4 * 1024 * 1024, **protocol_classes())
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="bench-server", daemon=True)
     SpeechEncoder.segment = timed_segment

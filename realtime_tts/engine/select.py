@@ -18,7 +18,7 @@ from realtime_tts.model.indextts25 import missing_files as missing_files_25
 from realtime_tts.model.s2mel import CheckpointMismatch
 
 from .base import Engine
-from .checkpoints import CheckpointError, download_command, has_weights, missing_files
+from .checkpoints import CheckpointError, download_command, missing_files
 
 ENGINES = ("auto", "indextts2", "indextts2.5", "espeak")
 PIPELINE_ENGINES = ("indextts2", "indextts2.5")  # the staged pipeline: continuous batching pays off

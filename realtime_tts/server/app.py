@@ -78,8 +78,11 @@ async def share_conditioning(ctx: ServerContext) -> None:
 
 def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
+    # A WebSocket client that answers no ping within the write timeout reads nothing: dropped as
+    # one whose writes stall (a paced device stream takes far longer to fill the buffers).
     options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
-                   timeout_graceful_shutdown=5, **protocol_classes())
+                   ws_ping_interval=settings.write_timeout_s, ws_ping_timeout=settings.write_timeout_s,
+                   timeout_graceful_shutdown=5, **protocol_classes(settings.write_timeout_s))
     return uvicorn.Config(app, **{**options, **overrides})
 
 

@@ -22,7 +22,8 @@ import struct
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
-CLOSE_GRACE_S = 5.0  # time a closed connection's buffered bytes get to reach a reading peer
+CLOSE_GRACE_S = 10.0  # time a closed connection's buffered bytes get to reach a reading peer
+WS_HIGH_WATER = 8 * 1024  # bytes a WebSocket holds in the process before its writes wait
 
 
 class BoundedCloseTransport:
@@ -49,13 +50,17 @@ class BoundedCloseTransport:
         return getattr(self._transport, name)
 
 
-def bounded_close(protocol: type[asyncio.Protocol], grace_s: float) -> type[asyncio.Protocol]:
-    """``protocol`` with every connection's ``close()`` bounded by ``grace_s`` seconds."""
+def bounded_close(protocol: type[asyncio.Protocol], grace_s: float,
+                  high_water: int | None = None) -> type[asyncio.Protocol]:
+    """``protocol`` with every connection's ``close()`` bounded by ``grace_s`` seconds (and, with
+    ``high_water``, writes paused once that many bytes wait in the process)."""
 
     class BoundedClose(protocol):  # type: ignore[misc, valid-type]
         def connection_made(self, transport) -> None:
             if not isinstance(transport, BoundedCloseTransport):  # an upgraded HTTP connection already is
                 transport = BoundedCloseTransport(transport, grace_s)
+            if high_water is not None:
+                transport.set_write_buffer_limits(high=high_water)
             super().connection_made(transport)
 
     BoundedClose.__name__ = BoundedClose.__qualname__ = f"BoundedClose{protocol.__name__}"
@@ -63,5 +68,9 @@ def bounded_close(protocol: type[asyncio.Protocol], grace_s: float) -> type[asyn
 
 
 def protocol_classes(grace_s: float = CLOSE_GRACE_S) -> dict:
-    """uvicorn ``Config`` arguments: its automatic HTTP and WebSocket protocols, closes bounded."""
-    return {"http": bounded_close(AutoHTTPProtocol, grace_s), "ws": bounded_close(AutoWebSocketsProtocol, grace_s)}
+    """uvicorn ``Config`` arguments: its automatic HTTP and WebSocket protocols, closes bounded;
+    WebSocket writes pause at ``WS_HIGH_WATER`` bytes instead of asyncio's 64 KiB, because a
+    device's paced stream (a 60 ms Opus packet is a few hundred bytes) would take minutes to fill
+    64 KiB, and the write timeout only starts when writes pause."""
+    return {"http": bounded_close(AutoHTTPProtocol, grace_s),
+            "ws": bounded_close(AutoWebSocketsProtocol, grace_s, high_water=WS_HIGH_WATER)}

@@ -112,5 +112,32 @@ def test_serve_bounds_every_close():
     from realtime_tts.config import Settings
     from realtime_tts.server.app import uvicorn_config
 
-    config = uvicorn_config(None, Settings())
+    config = uvicorn_config(None, Settings(write_timeout_s=7))
     assert config.http.__name__.startswith("BoundedClose") and config.ws.__name__.startswith("BoundedClose")
+    assert config.ws_ping_interval == config.ws_ping_timeout == 7  # no pong for that long: not reading
+
+
+def test_websocket_writes_wait_early_and_closes_are_bounded():
+    """A WebSocket pauses its writes at WS_HIGH_WATER bytes (so a paced device stream that is not
+    read meets the write timeout within seconds, not minutes), and its transport's close is bounded."""
+    import asyncio as aio
+
+    from realtime_tts.server.transport import WS_HIGH_WATER, BoundedCloseTransport, bounded_close
+
+    class Protocol(aio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+    class Transport:
+        high = None
+
+        def set_write_buffer_limits(self, high=None, low=None):
+            self.high = high
+
+    raw = Transport()
+    protocol = bounded_close(Protocol, 10.0, high_water=WS_HIGH_WATER)()
+    protocol.connection_made(raw)
+    assert isinstance(protocol.transport, BoundedCloseTransport) and raw.high == WS_HIGH_WATER <= 16 * 1024
+    again = bounded_close(Protocol, 10.0)()
+    again.connection_made(protocol.transport)  # an upgraded connection: wrapped once
+    assert again.transport is protocol.transport

@@ -161,6 +161,10 @@ class ModelFamily(ABC):
         """Facts for /health (merged into the engine's)."""
         return {}
 
+    def startup_notes(self) -> list[str]:
+        """Lines for the start-up log once loaded (e.g. which text normaliser serves which language)."""
+        return []
+
     def warmup_ids(self) -> list[int]:
         """Token ids of a short text for the warm-up run."""
         return self.text_ids("Hello.", 120)[0]

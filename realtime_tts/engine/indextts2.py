@@ -32,7 +32,6 @@ silence-code runs (off by default; the official v2 code never calls it).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +44,8 @@ from realtime_tts.model.gpt import SamplingParams
 from realtime_tts.model.s2mel import target_lengths
 from realtime_tts.text.tokenizer import split_segments
 
-from . import cache
 from .base import EngineError
 from .checkpoints import has_weights, resolve
-from .devices import pick_device, pick_dtype
 from .family import ModelFamily, SegmentCondition, blend_emotion
 from .indextts2_load import Models, load_models, place
 from .pipeline import MAX_TEXT_TOKENS_PER_SEGMENT, PipelineEngine
@@ -216,6 +213,7 @@ class IndexTTS2Engine(PipelineEngine):
 
     name = "indextts2"
     sample_rate = SAMPLE_RATE
+    family_class = IndexTTS2Family
 
     def __init__(self, models: Models | IndexTTS2Family, *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, **kwargs) -> None:
@@ -225,24 +223,4 @@ class IndexTTS2Engine(PipelineEngine):
     @property
     def models(self) -> Models:
         return self.family.models
-
-    @classmethod
-    def from_checkpoints(cls, path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                         cache_dir: str | Path | None = "auto", **kwargs) -> "IndexTTS2Engine":
-        """Load the official checkpoint directory (config.yaml, gpt.pth, ..., hf_cache/).
-
-        ``cache_dir="auto"`` keeps the conditioning cache in ``<path>/.cache/conditioning`` when
-        that is writable (memory only otherwise); ``None`` disables the disk cache.
-        """
-        dev = pick_device(device)
-        dt = pick_dtype(dev, dtype)
-        t0 = time.perf_counter()
-        family = IndexTTS2Family.load(Path(path), dev, dt)
-        if cache_dir == "auto":
-            cache_dir = cache.auto_dir(Path(path))
-        engine = cls(family, cache_dir=cache_dir, source=str(path),
-                     fingerprint=cache.fingerprint(family.weight_files(), f"{dev.type}:{dt}"), **kwargs)
-        log.info("IndexTTS2 loaded from %s on %s (%s) in %.1f s", path, dev, str(dt).replace("torch.", ""),
-                 time.perf_counter() - t0)
-        return engine
 

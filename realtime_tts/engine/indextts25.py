@@ -30,7 +30,6 @@ the server's sentences, so the official low-memory 40-character pre-split never 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,10 +46,8 @@ from realtime_tts.text.multilingual import (SUPPORTED_LANGUAGES, MultilingualFro
                                             UnsupportedLanguageError, language_id)
 from realtime_tts.text.normalize import TextNormalizer
 
-from . import cache
 from .base import EngineError
 from .checkpoints import CheckpointError, download_command
-from .devices import pick_device, pick_dtype
 from .family import ModelFamily, SegmentCondition, blend_emotion
 from .indextts2_load import MelParams
 from .pipeline import PipelineEngine
@@ -244,6 +241,9 @@ class IndexTTS25Family(ModelFamily):
             out[j, : f.size(0)] = f
         return out, lens
 
+    def startup_notes(self) -> list[str]:
+        return [f"text front end: {line}" for line in self.front.describe()]
+
     def describe(self) -> dict:
         return {"family": "IndexTTS-2.5", "emotion_text": self.models.qwen is not None,
                 "precision": f"GPT {str(self.dtype).replace('torch.', '')}, everything else float32",
@@ -276,29 +276,8 @@ class IndexTTS25Engine(PipelineEngine):
 
     name = IndexTTS25Family.name
     sample_rate = SAMPLE_RATE
+    family_class = IndexTTS25Family
 
     @property
     def models(self) -> Models25:
         return self.family.models
-
-    @classmethod
-    def from_checkpoints(cls, path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                         cache_dir: str | Path | None = "auto", **kwargs) -> "IndexTTS25Engine":
-        """Load the official IndexTTS-2.5 directory (config.yaml, gpt.pth, codec.pth, ..., hf_cache/).
-
-        ``cache_dir="auto"`` keeps the conditioning cache in ``<path>/.cache/conditioning`` when
-        that is writable (memory only otherwise); ``None`` disables the disk cache.
-        """
-        dev = pick_device(device)
-        dt = pick_dtype(dev, dtype)
-        t0 = time.perf_counter()
-        family = IndexTTS25Family.load(Path(path), dev, dt)
-        if cache_dir == "auto":
-            cache_dir = cache.auto_dir(Path(path))
-        engine = cls(family, cache_dir=cache_dir, source=str(path),
-                     fingerprint=cache.fingerprint(family.weight_files(), f"{dev.type}:{dt}"), **kwargs)
-        log.info("IndexTTS-2.5 loaded from %s on %s (GPT %s) in %.1f s; languages %s", path, dev,
-                 str(dt).replace("torch.", ""), time.perf_counter() - t0, ", ".join(family.languages))
-        for line in family.front.describe():
-            log.info("IndexTTS-2.5 text front end: %s", line)
-        return engine

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from realtime_tts.model.gpt import CodeOverride, SamplingParams
 from .base import CancelToken, Cancelled, Engine, EngineError, SegmentAudio, SynthesisOptions, Voice
 from . import cache
 from .conditioning import Conditioner
-from .devices import expected_cpu_rtf
+from .devices import expected_cpu_rtf, pick_device, pick_dtype
 from .family import ModelFamily, SegmentCondition
 from .runner import ModelRunner
 from .scheduler import Scheduler
@@ -138,6 +139,30 @@ class PipelineBatch:
 
 class PipelineEngine(Engine):
     """An engine on the staged pipeline (see the module doc) for one ``ModelFamily``."""
+
+    family_class: ClassVar[type[ModelFamily]]  # what ``from_checkpoints`` loads
+
+    @classmethod
+    def from_checkpoints(cls, path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                         cache_dir: str | Path | None = "auto", **kwargs) -> "PipelineEngine":
+        """Load an official checkpoint directory of ``family_class``.
+
+        ``cache_dir="auto"`` keeps the conditioning cache in ``<path>/.cache/conditioning`` when
+        that is writable (memory only otherwise); ``None`` disables the disk cache.
+        """
+        dev = pick_device(device)
+        dt = pick_dtype(dev, dtype)
+        t0 = time.perf_counter()
+        family = cls.family_class.load(Path(path), dev, dt)
+        if cache_dir == "auto":
+            cache_dir = cache.auto_dir(Path(path))
+        engine = cls(family, cache_dir=cache_dir, source=str(path),
+                     fingerprint=cache.fingerprint(family.weight_files(), f"{dev.type}:{dt}"), **kwargs)
+        log.info("%s loaded from %s on %s (%s) in %.1f s; languages %s", engine.name, path, dev,
+                 str(dt).replace("torch.", ""), time.perf_counter() - t0, ", ".join(family.languages))
+        for line in family.startup_notes():
+            log.info("%s: %s", engine.name, line)
+        return engine
 
     def __init__(self, family: ModelFamily, *, sampling: SamplingParams | None = None, cfm_steps: int = 25,
                  cfg_rate: float = 0.7, max_text_tokens_per_segment: int = MAX_TEXT_TOKENS_PER_SEGMENT,

@@ -61,7 +61,7 @@ class Records(logging.Handler):
 @pytest.fixture(scope="module")
 def loaded(tiny25_checkpoint):
     """The module's engine (official sampling at the golden's 20-code budget) and its start-up log."""
-    records, log = Records(), logging.getLogger("realtime_tts.engine.indextts25")
+    records, log = Records(), logging.getLogger("realtime_tts.engine.pipeline")  # the shared loader logs
     log.addHandler(records)
     log.setLevel(logging.INFO)
     try:

@@ -19,7 +19,6 @@ official code (``hf_cache/w2v-bert-2.0/``, ``hf_cache/semantic_codec_model.safet
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 import yaml
+
+from realtime_tts.model.weights import torch_load
 
 log = logging.getLogger(__name__)
 
@@ -292,18 +293,6 @@ def _flatten(obj: Mapping, prefix: str = "") -> dict[str, torch.Tensor]:
     return flat
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e):
-            raise
-    # training checkpoints may pickle non-tensor objects (optimizer, args); this is a local
-    # file the operator placed, so fall back to the full unpickler
-    log.warning("%s: not loadable with weights_only=True; loading it as a full pickle", path)
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def read_state_dict(path: str | Path, *, subkey: str | Sequence[str] | None = None,
                     file_label: str | None = None) -> dict[str, torch.Tensor]:
     """Load a checkpoint file and reduce it to a flat {name: tensor} dict.
@@ -322,7 +311,7 @@ def read_state_dict(path: str | Path, *, subkey: str | Sequence[str] | None = No
         obj: Any = load_file(str(path))
     else:
         try:
-            obj = _torch_load(path)
+            obj = torch_load(path)
         except Exception as e:  # torch raises many types for a damaged or foreign file
             raise CheckpointError(f"{label}: cannot read {path} ({type(e).__name__}: {e})") from e
     if subkey is not None:

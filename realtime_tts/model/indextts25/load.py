@@ -16,7 +16,6 @@ Every error is a ``CheckpointMismatch`` whose message names the file and the off
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from ..gpt import ConformerConfig, GPT25Config, SamplingParams, UnifiedVoice25
 from ..s2mel import S2Mel, S2MelConfig
 from ..s2mel.checkpoint import CheckpointMismatch, load_strict
 from ..w2vbert import SemanticEncoder
+from ..weights import torch_load
 from .layout import Paths25
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,7 @@ def read_checkpoint(path: Path, label: str) -> Any:
     if not Path(path).is_file():
         raise CheckpointMismatch(f"{label}: file not found at {path}")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "weights_only" not in str(e):
-                raise
-        log.warning("%s: not loadable with weights_only=True; loading it as a full pickle", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch_load(path)
     except Exception as e:  # torch raises many types for a damaged or foreign file
         raise CheckpointMismatch(f"{label}: cannot read {path} ({type(e).__name__}: {e})") from e
 

@@ -133,6 +133,24 @@ def test_full_size_indextts25_is_the_official_size():
     assert models.w2v.model.config.hidden_size == 1024 and models.qwen is None
 
 
+def test_bench_front_end_without_the_japanese_packages(monkeypatch, caplog):
+    """A bare GPU image lacks fugashi / unidic-lite: the random-weight IndexTTS-2.5 benches still
+    run (zh/en), warning once; Japanese text gets the usual error."""
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    import random_weights
+
+    monkeypatch.setitem(sys.modules, "fugashi", None)  # import fails as if not installed
+    front = random_weights.BenchFrontEnd(random_weights.TINY_VOCAB_25, text_normalization=False)
+    with caplog.at_level("WARNING", logger="realtime_tts.bench"):
+        assert front.segments("Hello there.", "en")[0][0] == front.tokenizer.special_id("<|en|>")
+        assert front.segments("Good bye.", "en")
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime_tts.bench"] == [
+        "benchmark front end without Japanese word splitting: Japanese text needs fugashi and unidic-lite "
+        "(import of fugashi halted; None in sys.modules); install them with `pip install fugashi unidic-lite`"]
+    with pytest.raises(RuntimeError, match="Japanese text needs fugashi"):
+        front.segments("こんにちは", "ja")
+
+
 def test_bench_flags():
     a = parse_args(["--quick"])
     assert (a.seconds, a.tokens, a.segments, a.ref_seconds) == (1.0, None, 2, 3.0)

@@ -71,6 +71,7 @@ class ModelFamily(ABC):
     name: ClassVar[str]
     sample_rate: ClassVar[int]
     features_stage: ClassVar[str]  # stage name of ``s2m_features`` in the timings
+    code_rate: ClassVar[int]  # semantic codes (GPT steps) per second of speech at speed 1
     cache_kinds: ClassVar[tuple[type, ...]]  # the dataclasses the conditioning cache stores
     languages: ClassVar[tuple[str, ...]]  # language codes (ISO 639 primary subtags) its front end speaks
 

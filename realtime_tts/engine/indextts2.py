@@ -81,6 +81,7 @@ class IndexTTS2Family(ModelFamily):
     name = "indextts2"
     sample_rate = SAMPLE_RATE
     features_stage = "gpt_latent"
+    code_rate = 50  # 22050 / 256 mel frames per second over 1.72 frames per code
     cache_kinds = (VoiceConditioning, EmotionConditioning)
     languages = ("zh", "en")
 

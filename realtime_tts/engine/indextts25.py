@@ -39,7 +39,7 @@ import torch
 from realtime_tts.audio.features import mel_spectrogram
 from realtime_tts.audio.io import AudioError, load_emotion_prompt, load_speaker_prompt
 from realtime_tts.model.gpt import LangText, SamplingParams
-from realtime_tts.model.indextts25 import (DEFAULT_SAMPLING, FAMILY_V25, Models25, Paths25, detect, load_models,
+from realtime_tts.model.indextts25 import (CODE_RATE, DEFAULT_SAMPLING, FAMILY_V25, Models25, Paths25, detect, load_models,
                                            missing_files, resolve)
 from realtime_tts.model.s2mel import CheckpointMismatch, mel_frames_25
 from realtime_tts.text.multilingual import (SUPPORTED_LANGUAGES, MultilingualFrontEnd, TextTooLongError,
@@ -93,6 +93,7 @@ class IndexTTS25Family(ModelFamily):
     name = "indextts2.5"
     sample_rate = SAMPLE_RATE
     features_stage = "codec"
+    code_rate = CODE_RATE  # 25: the codec doubles them to 50 Hz features
     cache_kinds = (VoiceConditioning25, EmotionConditioning25)
     languages = LANGUAGES
 

@@ -205,6 +205,54 @@ def test_tiny_indextts2_compiled(capsys):
     check_levels(result, [1], 1)
 
 
+def test_tiny_indextts25_random_weights(capsys):
+    """``--model indextts-2.5`` without a checkpoint: random weights (tiny here; full size by
+    default), the codec as its features stage, codes forced at 25 per second of speech."""
+    assert serve.run_bench(["--model", "indextts-2.5", "--tiny", "--device", "cpu", "--cfm-steps", "1",
+                            "--streams", "1", "--turns", "1", "--lengths", "7", "--langs", "en",
+                            "--ref-seconds", "1"]) == 0
+    result = json_line(capsys.readouterr().out)
+    assert result["engine"] == "IndexTTS-2.5, random weights, tiny configs, codes forced in proportion to the text"
+    check_levels(result, [1], 1)
+    lv = result["levels"][0]
+    assert set(lv["stages_ms"]) == {"conditioning", "gpt_prefill", "gpt", "codec", "s2mel", "vocoder"}
+    codes = serve.forced_codes(serve.SENTENCES[("en", 7)], code_rate=25)
+    assert lv["audio_s"] == pytest.approx(256 * int(2 * codes * 1.72) / 22050, abs=1e-3)
+    assert lv["gpt_ms_per_code_est"] > 0
+
+
+def test_tiny_indextts25_checkpoint_targets(tiny25_checkpoint, capsys):
+    """``--targets`` on an IndexTTS-2.5 directory: the family is read from it."""
+    assert serve.run_bench(["--targets", "--checkpoints", str(tiny25_checkpoint), "--device", "cpu",
+                            "--cfm-steps", "1", "--tokens", "6", "--targets-turns", "1", "--targets-max", "1",
+                            "--turns", "1", "--lengths", "7", "--langs", "en", "--ref-seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    result = json_line(out)
+    assert result["engine"] == f"IndexTTS-2.5 from {tiny25_checkpoint}, 6 codes per segment"
+    assert result["targets"]["idle_ttfa_s"]["n"] == 1 and "| target | goal | measured | met |" in out
+    assert "codec" in result["levels"][0]["stages_ms"]
+    with pytest.raises(SystemExit):
+        serve.parse_args(["--targets", "--engine", "indextts2", "--checkpoints", str(tiny25_checkpoint)])
+    assert "--engine indextts2: " in capsys.readouterr().err
+
+
+def test_code_rates():
+    """Forced code counts and the GPT-per-code estimate follow the model's code rate."""
+    for text in serve.SENTENCES.values():
+        assert abs(serve.forced_codes(text, 50) - 2 * serve.forced_codes(text, 25)) <= 1
+    assert serve.forced_codes("Hi", 50) == 10 and serve.forced_codes("Hi", 25) == 5  # at least 0.2 s
+
+    class Engine:
+        def __init__(self, rate):
+            self.family = type("Family", (), {"code_rate": rate})()
+
+    assert serve.seconds_per_code(Engine(50)) == pytest.approx(1.72 * 256 / 22050)
+    assert serve.seconds_per_code(Engine(25)) == pytest.approx(2 * 1.72 * 256 / 22050)
+    assert [serve.parse_args(["--streams", "1"] + x).engine for x in
+            ([], ["--model", "indextts-2.5"], ["--engine", "indextts2.5"], ["--model", "indextts-2"])] == \
+        ["indextts2", "indextts2.5", "indextts2.5", "indextts2"]
+
+
 def test_cli_dispatch(capsys):
     """``realtime-tts bench --streams`` runs this benchmark; without it the pipeline bench's help stays."""
     from realtime_tts.cli import main
@@ -232,11 +280,12 @@ def test_cli_dispatch(capsys):
     (["--streams", "1", "--langs", "fr"], "--langs: choose from zh, en"),
     (["--streams", "1", "--tokens", "lots"], "--tokens: expected natural, auto or a number"),
     (["--streams", "1", "--ref-seconds", "30"], "--ref-seconds must be within"),
-    (["--streams", "1", "--engine", "espeak", "--checkpoints", "x"], "apply to --engine indextts2 only"),
+    (["--streams", "1", "--engine", "espeak", "--checkpoints", "x"], "apply to --engine indextts2 / indextts2.5 only"),
     (["--streams", "1", "--checkpoints", "/nonexistent/ckpt"], "--checkpoints: no such directory"),
     (["--targets", "--ray-replicas", "3"], "--ray-replicas takes N >= 1 replicas and --streams levels"),
     (["--streams", "1", "--ray-replicas", "-1"], "--ray-replicas takes N >= 1 replicas"),
     (["--streams", "1", "--ray-replicas", "3"], "--ray-replicas: the replicas load their engine from settings"),
+    (["--streams", "1", "--engine", "indextts2", "--model", "indextts-2.5"], "name different engines"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

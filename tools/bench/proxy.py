@@ -61,7 +61,7 @@ def server_settings(a: argparse.Namespace, data_dir: Path) -> dict:
     out = {"engine": a.engine, "data_dir": str(data_dir), "default_voice": a.voice_id, "max_queue": a.max_queue}
     if a.checkpoints is not None:
         out["checkpoints"] = str(a.checkpoints)
-    if a.engine == "indextts2":
+    if a.engine != "espeak":
         out["device"] = a.device
     if a.max_batch:
         out["max_batch"] = a.max_batch

@@ -12,8 +12,10 @@ Reported per concurrency level:
   * TTFA server side (last text of the first sentence received -> first audio packet written,
     the server's own measurement) and client side (first text sent -> first audio received),
     p50/p95 over every turn;
-  * queue wait, engine stage times per segment (IndexTTS2: conditioning, gpt, gpt_latent,
-    s2mel, vocoder), Opus encode time, GPT ms per code (estimated from the audio length);
+  * queue wait, engine stage times per segment (conditioning, gpt, then gpt_latent for
+    IndexTTS-2 or codec for IndexTTS-2.5, s2mel, vocoder), Opus encode time, GPT ms per code
+    (estimated from the audio length at the model's code rate: 50 codes/s for IndexTTS-2, 25 for
+    IndexTTS-2.5);
   * RTF (engine seconds per audio second) and throughput (audio seconds per wall second);
   * underruns: gaps where a client's playback clock (started at its first packet of a turn)
     runs ahead of the audio received, and the total stall time;
@@ -38,6 +40,7 @@ This is a benchmark, never a test: timings depend on the machine and on what els
         --device cpu --cfm-steps 3 --tokens 20 --lengths 7,16
     realtime-tts bench --streams 1,8,32,64 --engine indextts2 --device cuda   # full-size random weights
     realtime-tts bench --targets --engine indextts2 --device cuda             # the issue's targets table
+    realtime-tts bench --targets --model indextts-2.5 --device cuda           # the same for IndexTTS-2.5
     realtime-tts bench --streams 1,8,32 --engine indextts2 --checkpoints checkpoints --client xiaozhi
     realtime-tts bench --streams 1,2,4 --engine espeak --client xiaozhi --ray-replicas 3   # what Ray's proxy adds
 """
@@ -89,9 +92,11 @@ VOICE_ID = "bench"
 OPUS_RATE, FRAME_MS = 24000, 60
 # Gaps below this are scheduler noise of this process, not audible stalls.
 UNDERRUN_TOLERANCE_S = 0.005
-# Natural speech rate, for forced code counts that follow the text (50 codes = 1 s).
+# Natural speech rate, for forced code counts that follow the text.
 ZH_CHARS_PER_S, EN_CHARS_PER_S = 4.5, 14.0
-SECONDS_PER_CODE = 1.72 * 256 / 22050  # mel frames per code x hop / rate (IndexTTS2 at speed 1)
+SECONDS_PER_50HZ_CODE = 1.72 * 256 / 22050  # mel frames per code x hop / rate (IndexTTS-2 at speed 1)
+PIPELINE_ENGINES = ("indextts2", "indextts2.5")
+ENGINE_OF_MODEL = {"indextts-2": "indextts2", "indextts-2.5": "indextts2.5"}  # --model -> --engine
 
 
 def _int_list(value: str, what: str) -> list[int]:
@@ -104,7 +109,7 @@ def _int_list(value: str, what: str) -> list[int]:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="realtime-tts bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=lambda v: _int_list(v, "--streams"),
@@ -119,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ray-replicas", type=int, default=0, metavar="N",
                     help="run the levels twice, against one `serve` process directly and through Ray Serve with N "
                          "replicas, and report what the proxy adds to time to first audio and packet jitter "
-                         "(client side; the cluster extra; --engine espeak, or indextts2 with --checkpoints)")
+                         "(client side; the cluster extra; --engine espeak, or a model with --checkpoints)")
     ap.add_argument("--client", choices=("agent", "xiaozhi"), default="agent",
                     help="agent-stream sockets (default) or xiaozhi device simulators")
     ap.add_argument("--turns", type=int, default=4, help="turns per stream at each level (default 4)")
@@ -129,10 +134,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pace-tokens-per-s", type=float, default=0.0,
                     help="agent client: send text as LLM-like pieces at this rate (default 0: whole turn at once)")
     ap.add_argument("--ref-seconds", type=float, default=10.0, help="reference clip length (default 10 s)")
-    ap.add_argument("--engine", choices=("espeak", "indextts2"), default="indextts2",
-                    help="espeak, or indextts2 (with --checkpoints: real weights; without: random weights)")
-    ap.add_argument("--checkpoints", type=Path, default=None, help="IndexTTS-2 checkpoint directory")
-    ap.add_argument("--tiny", action="store_true", help="indextts2 without --checkpoints: tiny random model")
+    ap.add_argument("--engine", choices=("espeak",) + PIPELINE_ENGINES, default=None,
+                    help="espeak, indextts2 or indextts2.5 (with --checkpoints: real weights; without: random "
+                         "weights at full size); default: the family in --checkpoints, else indextts2")
+    ap.add_argument("--model", choices=tuple(ENGINE_OF_MODEL), default=None,
+                    help="the model by its download name: --model indextts-2.5 is --engine indextts2.5")
+    ap.add_argument("--checkpoints", type=Path, default=None,
+                    help="IndexTTS-2 or IndexTTS-2.5 checkpoint directory (the family is read from it)")
+    ap.add_argument("--tiny", action="store_true", help="a model without --checkpoints: tiny random model")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:N or cpu")
     ap.add_argument("--dtype", default="auto", help="auto, fp32, bf16, fp16")
     ap.add_argument("--decode", choices=("beam_sample", "sample", "greedy"), default="beam_sample",
@@ -141,16 +150,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the GPT decode step and the S2M estimator (the warm-up compiles)")
     ap.add_argument("--tokens", default="auto",
-                    help="semantic codes per segment: natural (the stop code decides), N (forced), or auto "
-                         "(default: natural with --checkpoints, else forced in proportion to the text)")
+                    help="semantic codes per segment: natural (the stop code decides), N (forced: N / 50 s of "
+                         "speech for IndexTTS-2, N / 25 s for IndexTTS-2.5), or auto (default: natural with "
+                         "--checkpoints, else forced in proportion to the text at the model's code rate)")
     ap.add_argument("--max-queue", type=int, default=256, help="server executor queue limit (default 256)")
     ap.add_argument("--max-batch", type=int, default=0,
                     help="segments per engine pass (BatchingExecutor); 1: serial executor; default 0: as serve "
-                         "(8 for IndexTTS2 on CUDA, else 1)")
+                         "(8 for the IndexTTS engines on CUDA, else 1)")
     ap.add_argument("--turn-timeout", type=float, default=600.0, help="seconds a turn may take (default 600)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--plot", type=Path, help="write a PNG of TTFA against concurrency here (needs matplotlib)")
+    return ap
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = _parser()
     a = ap.parse_args(argv)
     if (a.streams is None) == (not a.targets):
         ap.error("give either --streams levels or --targets")
@@ -158,8 +173,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--targets-turns and --targets-max must be at least 1")
     if a.ray_replicas < 0 or (a.ray_replicas and a.targets):
         ap.error("--ray-replicas takes N >= 1 replicas and --streams levels (not --targets)")
-    if a.ray_replicas and a.engine == "indextts2" and a.checkpoints is None:
-        ap.error("--ray-replicas: the replicas load their engine from settings: --engine espeak, or indextts2 "
+    try:
+        a.engine = resolve_engine(a)
+    except ValueError as e:
+        ap.error(str(e))
+    if a.ray_replicas and a.engine in PIPELINE_ENGINES and a.checkpoints is None:
+        ap.error("--ray-replicas: the replicas load their engine from settings: --engine espeak, or a model "
                  "with --checkpoints")
     if a.targets:
         a.streams = []
@@ -185,7 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if a.tokens < 1:
             ap.error("--tokens must be at least 1")
     if a.engine == "espeak" and (a.checkpoints or a.tiny):
-        ap.error("--checkpoints and --tiny apply to --engine indextts2 only")
+        ap.error("--checkpoints and --tiny apply to --engine indextts2 / indextts2.5 only")
     if a.checkpoints is not None and a.tiny:
         ap.error("--tiny builds random weights; it cannot be combined with --checkpoints")
     if a.checkpoints is not None and not a.checkpoints.is_dir():
@@ -214,11 +233,62 @@ def _sibling(name: str):
     return sys.modules[key]
 
 
-def forced_codes(text: str) -> int:
-    """Codes a natural speaker would need for ``text`` (50 per second)."""
+def resolve_engine(a: argparse.Namespace) -> str:
+    """``--engine`` / ``--model``, else the family of ``--checkpoints``, else indextts2; ValueError
+    when they disagree."""
+    named = {x for x in (a.engine, ENGINE_OF_MODEL.get(a.model)) if x is not None}
+    if len(named) > 1:
+        raise ValueError(f"--engine {a.engine} and --model {a.model} name different engines")
+    found = None
+    if a.checkpoints is not None and a.checkpoints.is_dir():
+        from realtime_tts.engine.select import family_of
+
+        found = family_of(a.checkpoints)
+    engine = next(iter(named), None) or found or "indextts2"
+    if found is not None and engine in PIPELINE_ENGINES and engine != found:
+        title = {"indextts2": "IndexTTS-2", "indextts2.5": "IndexTTS-2.5"}
+        raise ValueError(f"--engine {engine}: {a.checkpoints} holds an {title[found]} checkpoint")
+    return engine
+
+
+def forced_codes(text: str, code_rate: int = 50) -> int:
+    """Codes a natural speaker would need for ``text`` at ``code_rate`` codes per second
+    (IndexTTS-2: 50, IndexTTS-2.5: 25); at least 0.2 s."""
     cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
     seconds = cjk / ZH_CHARS_PER_S + (len(text) - cjk) / EN_CHARS_PER_S
-    return max(10, round(50 * seconds))
+    return max(code_rate // 5, round(code_rate * seconds))
+
+
+def seconds_per_code(engine) -> float:
+    """Audio seconds per code of the engine's model at speed 1 (IndexTTS-2: 1.72 mel frames)."""
+    family = getattr(engine, "family", None)
+    return SECONDS_PER_50HZ_CODE * 50 / getattr(family, "code_rate", 50)
+
+
+def random_engine(a: argparse.Namespace, device, dtype):
+    """(engine, what it is) on random weights of the chosen family (full size, or ``--tiny``)."""
+    import torch
+
+    from realtime_tts.engine.indextts2 import IndexTTS2Engine
+    from realtime_tts.engine.indextts25 import IndexTTS25Engine
+
+    torch.manual_seed(a.seed)
+    weights = _sibling("random_weights")
+    size = ("tiny" if a.tiny else "full-size") + " configs"
+    if a.engine == "indextts2.5":
+        family = weights.random_family25(device, dtype, a.tiny)  # the released vocabulary (a test fixture)
+        family.front.load()  # text normalisation now, not on a first request
+        engine = IndexTTS25Engine(family, cfm_steps=a.cfm_steps, seed=a.seed, compile=a.compile)
+        return engine, f"IndexTTS-2.5, random weights, {size}"
+    from realtime_tts.text.normalize import TextNormalizer
+    from realtime_tts.text.tokenizer import TextTokenizer
+
+    models = weights.random_models(device, a.tiny)
+    # Random weights come without a tokenizer; the test fixture's small BPE model stands in
+    # (its ids fit any text vocabulary; token counts differ somewhat from the real model's).
+    models.tokenizer = TextTokenizer(FIXTURE_BPE, TextNormalizer())
+    engine = IndexTTS2Engine(models, device=device, dtype=dtype, cfm_steps=a.cfm_steps, seed=a.seed, compile=a.compile)
+    return engine, f"IndexTTS2, random weights, {size}"
 
 
 def build_engine(a: argparse.Namespace):
@@ -227,33 +297,25 @@ def build_engine(a: argparse.Namespace):
         from realtime_tts.engine.espeak import EspeakEngine
 
         return EspeakEngine(), "eSpeak NG"
-    import torch
-
     from realtime_tts.engine.devices import pick_device, pick_dtype
-    from realtime_tts.engine.indextts2 import IndexTTS2Engine
 
     device = pick_device(a.device)
     dtype = pick_dtype(device, a.dtype)
     if a.checkpoints is not None:
-        engine = IndexTTS2Engine.from_checkpoints(a.checkpoints, device=device, dtype=dtype, cache_dir=None,
-                                                  cfm_steps=a.cfm_steps, seed=a.seed, compile=a.compile)
-        source = f"IndexTTS2 from {a.checkpoints}"
+        if a.engine == "indextts2.5":
+            from realtime_tts.engine.indextts25 import IndexTTS25Engine as engine_class
+        else:
+            from realtime_tts.engine.indextts2 import IndexTTS2Engine as engine_class
+        engine = engine_class.from_checkpoints(a.checkpoints, device=device, dtype=dtype, cache_dir=None,
+                                               cfm_steps=a.cfm_steps, seed=a.seed, compile=a.compile)
+        source = f"{'IndexTTS-2.5' if a.engine == 'indextts2.5' else 'IndexTTS2'} from {a.checkpoints}"
     else:
-        from realtime_tts.text.normalize import TextNormalizer
-        from realtime_tts.text.tokenizer import TextTokenizer
-
-        torch.manual_seed(a.seed)
-        models = _sibling("pipeline").random_models(device, a.tiny)
-        # Random weights come without a tokenizer; the test fixture's small BPE model stands in
-        # (its ids fit any text vocabulary; token counts differ somewhat from the real model's).
-        models.tokenizer = TextTokenizer(FIXTURE_BPE, TextNormalizer())
-        engine = IndexTTS2Engine(models, device=device, dtype=dtype, cfm_steps=a.cfm_steps, seed=a.seed,
-                                 compile=a.compile)
-        source = "IndexTTS2, random weights, " + ("tiny" if a.tiny else "full-size") + " configs"
+        engine, source = random_engine(a, device, dtype)
     # per-segment warnings (unknown BPE pieces, code budget reached) would flood the table
-    for name in ("realtime_tts.engine.indextts2", "realtime_tts.engine.runner"):
+    for name in ("realtime_tts.engine.indextts2", "realtime_tts.engine.indextts25", "realtime_tts.engine.runner"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from dataclasses import replace
+    from functools import partial
 
     from realtime_tts.model.gpt import CodeOverride
 
@@ -264,7 +326,8 @@ def build_engine(a: argparse.Namespace):
     if tokens == "natural":
         return engine, source + ", natural code counts"
     # every segment forced to a code count, the stop code forbidden (benchmarks only)
-    engine.sampling = replace(engine.sampling, override=CodeOverride(tokens if isinstance(tokens, int) else forced_codes))
+    by_text = partial(forced_codes, code_rate=engine.family.code_rate)
+    engine.sampling = replace(engine.sampling, override=CodeOverride(tokens if isinstance(tokens, int) else by_text))
     what = f"{tokens} codes per segment" if isinstance(tokens, int) else "codes forced in proportion to the text"
     return engine, f"{source}, {what}"
 
@@ -287,11 +350,11 @@ class Recorder:
 
 
 def max_batch(a: argparse.Namespace, engine) -> int:
-    """``--max-batch`` with 0 resolved as ``serve`` does: batching pays off for IndexTTS2 on a GPU."""
+    """``--max-batch`` with 0 resolved as ``serve`` does: batching pays off for the pipeline on a GPU."""
     if a.max_batch > 0:
         return a.max_batch
     device = getattr(engine, "device", None)
-    return 8 if a.engine == "indextts2" and device is not None and device.type == "cuda" else 1
+    return 8 if a.engine in PIPELINE_ENGINES and device is not None and device.type == "cuda" else 1
 
 
 @contextlib.contextmanager
@@ -556,7 +619,7 @@ async def run_level(n: int, port: int, a: argparse.Namespace, rec: Recorder, eng
     engine_s = sum(s["engine_s"] for s in ok_segments)
     gpt_per_code = None
     if "gpt" in stage_names and audio > 0:
-        codes = sum(s["audio_s"] / SECONDS_PER_CODE for s in ok_segments)
+        codes = sum(s["audio_s"] / seconds_per_code(engine) for s in ok_segments)
         gpt_s = sum(s["stages"].get("gpt", 0.0) + s["stages"].get("gpt_prefill", 0.0) for s in ok_segments)
         gpt_per_code = round(1000 * gpt_s / codes, 3)  # the whole decode, prefill included
     gpu_mb = None
@@ -588,7 +651,7 @@ async def run_level(n: int, port: int, a: argparse.Namespace, rec: Recorder, eng
     }
 
 
-STAGE_ORDER = ["conditioning", "gpt_prefill", "gpt", "gpt_latent", "s2mel", "vocoder"]
+STAGE_ORDER = ["conditioning", "gpt_prefill", "gpt", "gpt_latent", "codec", "s2mel", "vocoder"]
 
 
 def _cuda_device(engine):
@@ -810,7 +873,7 @@ def run_bench(argv: list[str] | None = None) -> int:
                    "pace_tokens_per_s": a.pace_tokens_per_s, "frame_ms": FRAME_MS, "opus_rate": OPUS_RATE,
                    "max_batch": max_batch(a, engine),
                    **({"tokens": a.tokens, "cfm_steps": a.cfm_steps, "decode": a.decode, "device": a.device,
-                       "dtype": a.dtype} if a.engine == "indextts2" else {})},
+                       "dtype": a.dtype} if a.engine in PIPELINE_ENGINES else {})},
         "levels": levels,
     }
     if targets is not None:

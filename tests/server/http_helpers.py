@@ -130,7 +130,7 @@ def live_server(ctx: ServerContext):
     """Run the app under a real uvicorn on a free port; yields the base URL."""
     port = free_port()
     config = uvicorn.Config(build_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            **protocol_classes())  # as `serve` runs it
+                            ws_max_size=4 * 1024 * 1024, **protocol_classes())  # as `serve` runs it
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

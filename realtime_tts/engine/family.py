@@ -33,7 +33,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from realtime_tts.audio.io import AudioError, load_emotion_prompt
 from realtime_tts.model.gpt import SamplingParams
+
+from .base import EngineError
 
 
 @dataclass
@@ -51,6 +54,16 @@ class SegmentCondition:
     @property
     def prompt_frames(self) -> int:
         return self.ref_mel.size(-1)
+
+
+def clip_emotion_vector(src, w2v, gpt, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[1, C] GPT emotion vector of a clip loaded as an emotion reference, the official way (16 kHz
+    directly, no speaker-prompt trimming); both families compute it alike."""
+    try:
+        clip = load_emotion_prompt(src)
+    except AudioError as e:
+        raise EngineError(f"emotion reference: {e}") from e
+    return gpt.emotion_vector(w2v.encode(clip.wav.to(device)).to(dtype))
 
 
 def blend_emotion(base: torch.Tensor, emovec: torch.Tensor, alpha: float, weights: Sequence[float] | None,

@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 
 from realtime_tts.audio.features import mel_spectrogram
-from realtime_tts.audio.io import AudioError, load_emotion_prompt, load_speaker_prompt
+from realtime_tts.audio.io import AudioError, load_speaker_prompt
 from realtime_tts.model.gpt import SamplingParams
 from realtime_tts.model.s2mel import target_lengths
 from realtime_tts.text.tokenizer import split_segments
 
 from .base import EngineError
 from .checkpoints import has_weights, resolve
-from .family import ModelFamily, SegmentCondition, blend_emotion
+from .family import ModelFamily, SegmentCondition, blend_emotion, clip_emotion_vector
 from .indextts2_load import Models, load_models, place
 from .pipeline import MAX_TEXT_TOKENS_PER_SEGMENT, PipelineEngine
 
@@ -155,12 +155,8 @@ class IndexTTS2Family(ModelFamily):
     @torch.inference_mode()
     def emotion_conditioning(self, src) -> EmotionConditioning:
         """Emotion vector of a clip loaded the official emotion way (16 kHz directly)."""
-        try:
-            clip = load_emotion_prompt(src)
-        except AudioError as e:
-            raise EngineError(f"emotion reference: {e}") from e
-        feats = self.models.w2v.encode(clip.wav.to(self.device)).to(self.dtype)
-        return EmotionConditioning(emovec=self.models.gpt.emotion_vector(feats))
+        m = self.models
+        return EmotionConditioning(emovec=clip_emotion_vector(src, m.w2v, m.gpt, self.device, self.dtype))
 
     def emotion_weights(self, text: str) -> list[float]:
         if self.models.qwen is None:

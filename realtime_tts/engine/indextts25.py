@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from realtime_tts.audio.features import mel_spectrogram
-from realtime_tts.audio.io import AudioError, load_emotion_prompt, load_speaker_prompt
+from realtime_tts.audio.io import AudioError, load_speaker_prompt
 from realtime_tts.model.gpt import LangText, SamplingParams
 from realtime_tts.model.indextts25 import (CODE_RATE, DEFAULT_SAMPLING, FAMILY_V25, Models25, Paths25, detect, load_models,
                                            missing_files, resolve)
@@ -48,7 +48,7 @@ from realtime_tts.text.normalize import TextNormalizer
 
 from .base import EngineError
 from .checkpoints import CheckpointError, download_command
-from .family import ModelFamily, SegmentCondition, blend_emotion
+from .family import ModelFamily, SegmentCondition, blend_emotion, clip_emotion_vector
 from .indextts2_load import MelParams
 from .pipeline import PipelineEngine
 
@@ -182,12 +182,8 @@ class IndexTTS25Family(ModelFamily):
     @torch.inference_mode()
     def emotion_conditioning(self, src) -> EmotionConditioning25:
         """Emotion vector of a clip loaded the official emotion way (16 kHz directly)."""
-        try:
-            clip = load_emotion_prompt(src)
-        except AudioError as e:
-            raise EngineError(f"emotion reference: {e}") from e
-        feats = self.models.w2v.encode(clip.wav.to(self.device)).to(self.dtype)
-        return EmotionConditioning25(emovec=self.models.gpt.emotion_vector(feats))
+        m = self.models
+        return EmotionConditioning25(emovec=clip_emotion_vector(src, m.w2v, m.gpt, self.device, self.dtype))
 
     @property
     def emotion_sources(self) -> tuple[str, ...]:

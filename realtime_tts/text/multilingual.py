@@ -225,16 +225,7 @@ def _atomic_pieces(text: str) -> list[tuple[str, bool]]:
 
 def _cut_chars(part: str, budget: int, count) -> list[str]:
     """A piece with no usable mark, cut where adding one more character would overflow."""
-    out, current = [], ""
-    for ch in part:
-        if current and count(current + ch) > budget:
-            out.append(current)
-            current = ch
-        else:
-            current += ch
-    if current:
-        out.append(current)
-    return out
+    return _pack(list(part), budget, count)
 
 
 def _pack(pieces: list[str], budget: int, count) -> list[str]:

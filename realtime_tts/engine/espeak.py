@@ -90,7 +90,9 @@ class _Library:
 
     def _on_audio(self, wav, numsamples, events) -> int:
         if numsamples > 0 and wav:
-            self.chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+            # string_at copies the samples without a ctypes array type per chunk length (numpy's
+            # as_array would make one, and ctypes caches every such type for good)
+            self.chunks.append(np.frombuffer(ctypes.string_at(wav, numsamples * 2), dtype=np.int16))
         if self.cancel is not None and self.cancel.cancelled:
             self.aborted = True
             return 1

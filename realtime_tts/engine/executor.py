@@ -66,6 +66,20 @@ class SynthesisJob:
     def cancelled(self) -> bool:
         return self.token.cancelled
 
+    def done(self) -> bool:
+        """Settled: ``outcome()`` returns or raises at once."""
+        return self._future is not None and self._future.done()
+
+    def outcome(self) -> SegmentAudio:
+        """The audio of a settled job, or its error (``Cancelled`` included)."""
+        assert self.done(), "the job has not settled yet"
+        return self._future.result()
+
+    def add_done_callback(self, fn) -> None:
+        """Call ``fn(job)`` on the event loop once the job settles."""
+        assert self._future is not None, "job was never submitted"
+        self._future.add_done_callback(lambda _future: fn(self))
+
     async def result(self) -> SegmentAudio:
         assert self._future is not None, "job was never submitted"
         return await asyncio.shield(self._future)

@@ -26,7 +26,7 @@ from .context import ServerContext
 from .control import control_routes
 from .http_errors import exception_handlers
 from .lifecycle import Lifecycle, LifecycleMiddleware
-from .memory import trim_when_quiet
+from .memory import freeze_startup_objects, trim_when_quiet
 from .looplag import LoopLagMonitor
 from .openai_api import metrics_routes, openai_routes
 from .ota import ota_routes
@@ -80,9 +80,12 @@ def uvicorn_config(app, settings, **overrides) -> uvicorn.Config:
     """How ``serve`` runs the app: our logging (configure_logging) rather than uvicorn's own."""
     # A WebSocket client that answers no ping within the write timeout reads nothing: dropped as
     # one whose writes stall (a paced device stream takes far longer to fill the buffers).
+    # No permessage-deflate: what we send is Opus (or PCM), which deflate hardly shrinks, and
+    # each compressed connection would hold tens of KB of zlib state and deflate every frame.
     options = dict(host=settings.host, port=settings.port, log_config=None, ws_max_size=4 * 1024 * 1024,
-                   ws_ping_interval=settings.write_timeout_s, ws_ping_timeout=settings.write_timeout_s,
-                   timeout_graceful_shutdown=5, **protocol_classes(settings.write_timeout_s))
+                   ws_per_message_deflate=False, ws_ping_interval=settings.write_timeout_s,
+                   ws_ping_timeout=settings.write_timeout_s, timeout_graceful_shutdown=5,
+                   **protocol_classes(settings.write_timeout_s))
     return uvicorn.Config(app, **{**options, **overrides})
 
 
@@ -100,6 +103,7 @@ def create_app(ctx: ServerContext, *, inner_middleware: list[Middleware] = ()) -
                         "until one is added (the first one added becomes the default unless --default-voice says "
                         "otherwise). Add one with: curl -F file=@reference.wav -F id=my_voice "
                         "http://HOST:PORT/v1/audio/voices", ctx.engine.name)
+        freeze_startup_objects()  # the model and the imports: never garbage, no longer walked by every gc pass
         ctx.executor.on_segment_done = _record_segment(ctx)
         await ctx.executor.start()
         watcher = asyncio.create_task(watch_library(ctx.voices), name="voice-library-watch")

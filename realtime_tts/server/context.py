@@ -38,7 +38,7 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         if self.codec is None:
-            self.codec = CodecPool(self.settings.codec_threads)
+            self.codec = CodecPool(self.settings.codec_threads, on_wait=self.metrics.codec_wait.observe)
 
     @property
     def engine(self):

@@ -43,6 +43,12 @@ class Metrics:
         self.tasks = Gauge("rtts_live_tasks", "asyncio tasks on the server's event loop", registry=r)
         self.threads = Gauge("rtts_process_threads", "Threads of the server process (native ones included)",
                              registry=r)
+        self.codec_wait = Histogram("rtts_codec_wait_seconds", "How long a call waited for a thread of the codec "
+                                    "pool (encoding, parsing); a sentence encoded ahead waits on purpose",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.underruns = Counter("rtts_playback_underruns_total", "A device played everything it was sent before "
+                                 "the next packet of its turn arrived (a gap the listener heard)", ["endpoint"],
+                                 registry=r)
         self.write_timeouts = Counter("rtts_write_timeouts_total", "Clients dropped for not reading",
                                       ["endpoint"], registry=r)
 

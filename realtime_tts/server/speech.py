@@ -8,7 +8,8 @@ one HTTP speech request. It owns everything between the text and the bytes on th
 * the auto-flush timer (``flush_after_s``) and the idle end timer (``end_after_s``);
 * the encoder (``SpeechEncoder`` frames or a ``ContainerEncoder`` body), created on the first
   audio, driven on the shared ``CodecPool`` (never on the event loop) and closed at once when
-  the stream ends or is closed;
+  the stream ends or is closed. Each segment is encoded as soon as its job is done, in text
+  order, ahead of reading (``stream_codec.py``), so the owner never waits for an encode;
 * the silence between segments (the encoder's);
 * backpressure, below; cancellation (``cancel``: every job of the stream, queued or running).
 
@@ -40,34 +41,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from ..engine.base import Cancelled, EngineError, SynthesisOptions
+from ..engine.base import Cancelled, SynthesisOptions
 from ..engine.executor import REALTIME, ExecutorBusy, ExecutorClosed, SynthesisJob
 from ..text.segment import IncrementalSplitter, has_content
+from .stream_codec import Encoded, EncoderFactory, StreamCodec
 
 log = logging.getLogger(__name__)
 
 SUBMIT_AHEAD = 4  # segments queued or running per stream: enough to keep a batch fed, bounded memory
-
-
-class Encoder(Protocol):
-    """``audio/stream.py``'s ``SpeechEncoder`` and ``ContainerEncoder``."""
-
-    input_rate: int
-    output_seconds: float
-
-    def segment(self, pcm) -> Any: ...
-
-    def finish(self) -> Any: ...
-
-    def close(self) -> None: ...
-
-
-EncoderFactory = Callable[[int], Encoder]  # engine sample rate -> a new encoder (runs on the pool)
 
 
 @dataclass(frozen=True)
@@ -115,6 +100,7 @@ class _Segment:
     index: int
     text: str
     job: SynthesisJob | None = None
+    encoded: asyncio.Future | None = None  # the codec line's ``Encoded``, set with the job
 
 
 @dataclass(eq=False)
@@ -137,9 +123,9 @@ class SpeechStream:
         self.chars = 0
         self._executor = ctx.executor
         self._metrics = ctx.metrics
-        self._codec = StreamCodec(ctx.codec, ctx.metrics, encoder)
         self._silence_s = settings.silence_ms / 1000
         self._backpressure = Backpressure(settings.max_lead_s if max_lead_s is None else max_lead_s)
+        self._codec = StreamCodec(ctx.codec, ctx.metrics, encoder, lambda: self._backpressure.consumed_s)
         self._ack_on_read = ack_on_read
         self._splitter = IncrementalSplitter(max_segment_chars or settings.max_segment_chars,
                                              settings.first_clause_min_chars)
@@ -211,6 +197,7 @@ class SpeechStream:
                 item.job.cancel()
         self._items.clear()
         self._unsubmitted.clear()
+        self._codec.drop()
         self._wakeup.set()
 
     def resume(self) -> None:
@@ -326,6 +313,7 @@ class SpeechStream:
                 self.ended = True
                 self._drop()
                 return
+            seg.encoded = self._codec.add(seg.job)
             self._unsubmitted.popleft()
             self._backpressure.submitted()
             self._wakeup.set()
@@ -335,29 +323,22 @@ class SpeechStream:
         await self._wakeup.wait()
 
     async def _read(self, seg: _Segment) -> Event | None:
-        """Await ``seg``'s audio and encode it; None when the stream was cancelled meanwhile."""
+        """Await ``seg``'s encoded audio; None when the stream was cancelled meanwhile."""
         try:
-            audio = await seg.job.result()
+            encoded: Encoded = await asyncio.shield(seg.encoded)
         except Cancelled as e:
             if self.cancelled or self._closed:
                 return None
             return self._lost(seg, e)  # cancelled by the server (shutting down), not by us
-        except Exception as e:  # the engine failed on this segment only
+        except Exception as e:  # the engine failed on this segment, or its audio was unusable
             return self._lost(seg, e)
         if self.cancelled or self._closed:
             return None
-        try:
-            encoded = await self._codec.encode(audio.pcm, audio.sample_rate)
-        except (ValueError, EngineError) as e:  # unusable engine output (NaN, rate): this segment only
-            return self._lost(seg, e if isinstance(e, EngineError) else EngineError(f"unusable audio: {e}"))
-        if encoded is None or self.cancelled or self._closed:
-            return None
-        data, seconds = encoded
         self._items.popleft()
-        self._backpressure.read(seconds)
-        offset, self._offset_s = self._offset_s, self._offset_s + audio.duration + self._silence_s
+        self._backpressure.read(encoded.seconds)
+        offset, self._offset_s = self._offset_s, self._offset_s + encoded.duration + self._silence_s
         self._pump()
-        return Sentence(seg.index, seg.text, data, seconds, audio.duration, offset)
+        return Sentence(seg.index, seg.text, encoded.data, encoded.seconds, encoded.duration, offset)
 
     def _lost(self, seg: _Segment, error: BaseException) -> Failure:
         self._items.popleft()
@@ -367,9 +348,12 @@ class SpeechStream:
 
     async def _tail(self) -> Event | None:
         self.finished = True
-        data, seconds = await self._codec.finish()
-        self._backpressure.tail_read(seconds)
-        return Tail(data, seconds)
+        try:
+            tail: Encoded = await asyncio.shield(self._codec.finish())
+        except Cancelled:
+            return None
+        self._backpressure.tail_read(tail.seconds)
+        return Tail(tail.data, tail.seconds)
 
 
 class Backpressure:
@@ -449,76 +433,3 @@ class StreamTimers:
             action()
         except (ExecutorBusy, ExecutorClosed):
             pass  # recorded by the stream: the owner reads it as a Failure
-
-
-class StreamCodec:
-    """One stream's encoder on the shared codec pool: created on the first audio, driven one call
-    at a time, freed with the tail or on ``close`` at once, or, when a call is still running on
-    the pool, the moment it returns. Never by the garbage collector. Counted on
-    ``rtts_live_encoders`` while it lives."""
-
-    def __init__(self, pool, metrics, factory: EncoderFactory) -> None:
-        self._pool = pool
-        self._metrics = metrics
-        self._factory = factory
-        self._encoder: Encoder | None = None
-        self._call: concurrent.futures.Future | None = None
-        self._closed = False
-
-    async def encode(self, pcm, rate: int) -> tuple[Any, float] | None:
-        """(encoded data, its seconds); None if the codec was closed meanwhile. ``ValueError`` for
-        unusable PCM, ``EngineError`` for a sample rate other than the first segment's."""
-        if self._encoder is None:
-            await self._run(self._create, rate)
-        encoder = self._encoder
-        if encoder is None or self._closed:
-            return None
-        if rate != encoder.input_rate:
-            raise EngineError(f"engine returned {rate} Hz audio, expected {encoder.input_rate}")
-        before = encoder.output_seconds
-        data = await self._run(encoder.segment, pcm)
-        return data, encoder.output_seconds - before
-
-    async def finish(self) -> tuple[Any, float]:
-        """The encoder's last bytes (None if nothing was ever encoded); the encoder is freed."""
-        if self._encoder is None or self._closed:
-            return None, 0.0
-        return await self._run(self._finish)
-
-    def close(self) -> None:
-        self._closed = True
-        if self._call is not None and not self._call.done():
-            self._call.add_done_callback(lambda _call: self._free())
-        else:
-            self._free()
-
-    async def closed(self) -> None:
-        """Wait until a call still running on the pool has returned (and the encoder is freed)."""
-        if self._call is not None and not self._call.done():
-            await asyncio.shield(asyncio.wrap_future(self._call))
-
-    async def _run(self, fn, *args):
-        self._call = self._pool.submit(fn, *args)
-        return await asyncio.wrap_future(self._call)
-
-    # On the pool thread (one call at a time per stream), or on the loop when no call runs.
-    def _create(self, rate: int) -> None:
-        self._encoder = self._factory(rate)
-        self._metrics.encoders.inc()
-
-    def _finish(self) -> tuple[Any, float]:
-        encoder = self._encoder
-        before = encoder.output_seconds
-        data = encoder.finish()
-        seconds = encoder.output_seconds - before
-        self._free()  # the tail is out: freed now, not when the owner gets round to closing
-        return data, seconds
-
-    def _free(self) -> None:
-        encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            try:
-                encoder.close()  # drops native references only: cheap, no codec work
-            except Exception:
-                log.exception("closing an audio encoder failed")
-            self._metrics.encoders.dec()

@@ -694,7 +694,10 @@ class TurnPlayer:
                 subtitle = None
             timestamp = int((time.monotonic() - self._t0) * 1000)
             await session.socket.send_bytes(pack_audio(session.version, packet, timestamp))
+            rebuffers = pacer.rebuffers
             pacer.sent()
+            if pacer.rebuffers > rebuffers:  # the device had played everything: the listener heard a gap
+                self.ctx.metrics.underruns.labels("xiaozhi").inc()
             turn.stream.acknowledge(pacer.packets * pacer.frame_s - pacer.lead())  # played on the device
             if turn.first_audio_at is None:
                 turn.first_audio_at = time.monotonic()

@@ -157,3 +157,20 @@ def test_works_from_other_threads_concurrently():
     assert not errors
     assert len(results) == 20
     assert all(_same_speech(pcm, expected[text]) for text, pcm in results)
+
+
+def test_synthesis_leaves_no_ctypes_type_per_chunk_length(engine):
+    """eSpeak hands audio in chunks of varying length; a ctypes array type made per length is
+    cached by ctypes for good, so a long-running server would grow with every new length."""
+    import ctypes
+    import gc
+
+    def ctypes_types() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, type) and issubclass(o, (ctypes.Array, ctypes._Pointer)))
+
+    engine.synthesize("Warm up the voice first.", SynthesisOptions(), CancelToken())
+    before = ctypes_types()
+    for n in range(1, 25):
+        engine.synthesize("word " * n, SynthesisOptions(speed=0.8 + n / 40), CancelToken())
+    assert ctypes_types() - before <= 2

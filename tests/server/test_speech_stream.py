@@ -28,6 +28,7 @@ class Encoders:
         self.threads: set[str] = set()
         self.block = block
         self.entered = threading.Event()
+        self.segments = 0  # segment() calls, on every encoder made
 
     def __call__(self, rate: int) -> SpeechEncoder:
         self.threads.add(threading.current_thread().name)
@@ -39,6 +40,7 @@ class Encoders:
             self.entered.set()
             if self.block is not None:
                 assert self.block.wait(30)
+            self.segments += 1
             return segment(pcm)
 
         encoder.segment = recorded
@@ -173,6 +175,18 @@ async def test_close_during_a_codec_call_frees_the_encoder_when_the_call_returns
     await s.aclose()
     assert encoders.made[0]._opus.closed and live(ctx) == (0, 0)
     assert await reader is None
+
+
+async def test_sentences_are_encoded_before_the_owner_reads_them(ctx):
+    """Encoding is not left until the owner reads: a device's next sentence is ready the moment
+    the one before it has been sent, however busy the shared pool is."""
+    encoders = Encoders()
+    s = stream(ctx, encoders)
+    s.push("One. Two. Three.")
+    s.end()
+    await until(lambda: encoders.segments == 3)  # nothing was read yet
+    assert [e.text for e in [await s.next() for _ in range(3)]] == ["One.", "Two.", "Three."]
+    s.close()
 
 
 async def test_codec_work_runs_on_the_shared_pool_not_on_the_event_loop(ctx):

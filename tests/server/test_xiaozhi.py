@@ -246,6 +246,26 @@ async def test_metrics(tmp_path):
         assert 'rtts_time_to_first_audio_seconds_count{endpoint="xiaozhi"} 1.0' in text
 
 
+class SlowEngine(ToneEngine):
+    """Takes 1.5 s over a sentence with SLOW in it: far longer than the device holds."""
+
+    def synthesize(self, text, options, cancel):
+        if "SLOW" in text:
+            import time
+            time.sleep(1.5)
+        return super().synthesize(text, options, cancel)
+
+
+async def test_a_gap_the_device_hears_is_counted(tmp_path):
+    underruns = 'rtts_playback_underruns_total{endpoint="xiaozhi"}'
+    with serve(tmp_path, SlowEngine()) as (ctx, url, _):
+        async with device(url) as dev:
+            assert underruns not in ctx.metrics.render().decode()
+            await dev.speak("Hi. SLOW down now.")  # the device plays "Hi." out long before the rest
+            await dev.next_turn(20)
+        assert f"{underruns} 1.0" in ctx.metrics.render().decode()
+
+
 async def test_server_close_reaches_the_device(tmp_path):
     """What app shutdown does to each live session: close(code, reason)."""
     with serve(tmp_path) as (ctx, url, _):

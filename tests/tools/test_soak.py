@@ -69,7 +69,9 @@ def test_probe_measures_gaps_dead_air_and_first_audio():
     listener._spoken.append(19.0)
     listener.collect()
     assert listener.packets == 7 and listener.turns == 1
-    assert [(t, round(g, 3)) for t, g in listener.intervals] == [(10.62, 0.5)]  # not the 9.3 s between turns
+    # every interval inside a turn, not the 9.3 s between turns
+    assert [(t, round(g, 3)) for t, g in listener.intervals] == [(10.06, 0.06), (10.12, 0.06), (10.62, 0.5),
+                                                                 (10.68, 0.06), (20.06, 0.06)]
     assert [(t, round(g, 3)) for t, g in listener.underruns] == [(10.62, 0.44)]  # 3 packets played by 10.18
     assert [(t, round(w, 3)) for t, w in listener.first_audio] == [(10.0, 0.5), (20.0, 1.0)]
     window = report.device_window(listener.as_dict(), 10.5, 30.0)

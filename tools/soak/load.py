@@ -9,6 +9,7 @@ clients only count what they receive (no decoding), so the load generator stays 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -38,6 +39,7 @@ class LoadStats:
     connect_failures: Counter = field(default_factory=Counter)  # reason -> count
     server_closes: Counter = field(default_factory=Counter)  # close code the server chose mid-session
     no_close_frame: int = 0  # sessions the server (or a clean close) ended without a close frame
+    no_close_details: list[dict] = field(default_factory=list)  # the first few, to tell what happened
     error_events: Counter = field(default_factory=Counter)  # server error codes
     timeouts: int = 0
     client_errors: Counter = field(default_factory=Counter)  # the harness's own surprises, by type
@@ -47,7 +49,8 @@ class LoadStats:
         return {"sessions": dict(self.sessions), "actions": dict(self.actions), "turns_done": self.turns_done,
                 "packets": self.packets, "connect_failures": dict(self.connect_failures),
                 "server_closes": {str(k): v for k, v in self.server_closes.items()},
-                "no_close_frame": self.no_close_frame, "error_events": dict(self.error_events),
+                "no_close_frame": self.no_close_frame, "no_close_details": self.no_close_details,
+                "error_events": dict(self.error_events),
                 "timeouts": self.timeouts, "client_errors": dict(self.client_errors), "http": self.http}
 
 
@@ -68,6 +71,25 @@ async def _until(ws, stats: LoadStats, predicate, timeout: float) -> dict | None
         if predicate(message):
             return message
     return None
+
+
+async def close_reading(ws) -> None:
+    """Close as a well-behaved client does: reading on while the closing handshake runs. A client
+    that stops reading first leaves the server's close frame behind the audio still in flight, and
+    once its incoming buffer is full ``close()`` can only time out (python-websockets/websockets
+    issue 1555): that would count as the server's missing close frame."""
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    reader = asyncio.create_task(drain())
+    try:
+        await ws.close()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 class Session:
@@ -92,16 +114,23 @@ class Session:
             self.stats.connect_failures[type(e).__name__] += 1
             return
         self.stats.sessions[self.kind] += 1
+        action, step, started = self.rng.choices(ACTIONS, WEIGHTS)[0], "converse", time.monotonic()
         try:
-            await self.converse(self.rng.choices(ACTIONS, WEIGHTS)[0])
+            await self.converse(action)
             if not self.dropped:
-                await self.ws.close()
+                step, started = "close", time.monotonic()
+                await close_reading(self.ws)
         except ConnectionClosed as e:
             if e.rcvd is not None:
                 self.stats.server_closes[e.rcvd.code] += 1
         finally:
             if not self.dropped and self.ws.protocol.close_rcvd is None:
                 self.stats.no_close_frame += 1
+                if len(self.stats.no_close_details) < 20:
+                    self.stats.no_close_details.append({
+                        "kind": self.kind, "action": action, "step": step, "t": time.time(),
+                        "seconds": round(time.monotonic() - started, 3), "sent": self.ws.protocol.close_sent is not None,
+                        "state": self.ws.protocol.state.name, "local_port": self.ws.local_address[1]})
             if not self.dropped:
                 self.ws.transport.abort()  # whatever happened, nothing stays open
 

@@ -30,7 +30,7 @@ from .scheduler import BULK, PRIORITIES, REALTIME, JobQueue
 log = logging.getLogger(__name__)
 
 __all__ = ["BULK", "PRIORITIES", "REALTIME", "Executor", "ExecutorBusy", "ExecutorClosed", "QueuedExecutor",
-           "SerialExecutor", "SynthesisJob"]
+           "SerialExecutor", "SynthesisJob", "retrieve", "settle"]
 
 
 class ExecutorBusy(RuntimeError):
@@ -60,7 +60,7 @@ class SynthesisJob:
         self.token.cancel()
         fut = self._future
         if fut is not None and not fut.done():
-            fut.get_loop().call_soon_threadsafe(_settle, fut, None, Cancelled())
+            fut.get_loop().call_soon_threadsafe(settle, fut, None, Cancelled())
 
     @property
     def cancelled(self) -> bool:
@@ -85,13 +85,15 @@ class SynthesisJob:
         return await asyncio.shield(self._future)
 
 
-def _retrieve(fut: asyncio.Future) -> None:
-    """Mark a settled job's exception as seen: an abandoned job is not an error to log."""
+def retrieve(fut: asyncio.Future) -> None:
+    """Done callback: mark a settled future's exception as seen, so one nobody awaits (an
+    abandoned job, a closed stream's audio) is not an error to log."""
     if not fut.cancelled():
         fut.exception()
 
 
-def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
+def settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
+    """Set ``exc`` or ``value`` on ``fut`` unless it is settled already."""
     if fut.done():
         return
     if exc is not None:
@@ -174,7 +176,7 @@ class QueuedExecutor(Executor):
         loop = asyncio.get_running_loop()
         job = SynthesisJob(text=text, options=options, owner=owner, priority=priority)
         job._future = loop.create_future()
-        job._future.add_done_callback(_retrieve)
+        job._future.add_done_callback(retrieve)
         with self._cond:
             if self._closed:
                 raise ExecutorClosed("the synthesis executor is shutting down")
@@ -205,7 +207,7 @@ class QueuedExecutor(Executor):
         if job.token.cancelled and exc is None:
             exc = Cancelled()
         try:
-            fut.get_loop().call_soon_threadsafe(_settle, fut, value, exc)
+            fut.get_loop().call_soon_threadsafe(settle, fut, value, exc)
         except RuntimeError:
             pass  # the event loop is gone (shutdown); nobody is waiting
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..engine.base import Cancelled, EngineError, SegmentAudio
-from ..engine.executor import SynthesisJob
+from ..engine.executor import SynthesisJob, retrieve, settle
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class StreamCodec:
         if self._call is not None and self._call.cancel():
             self._call = None
         while self._line:
-            _settle(self._line.popleft().out, None, Cancelled())
+            settle(self._line.popleft().out, None, Cancelled())
 
     def close(self) -> None:
         self._closed = True
@@ -118,9 +118,9 @@ class StreamCodec:
     # --- on the loop ---------------------------------------------------------------------------
     def _enter(self, job: SynthesisJob | None) -> _Entry:
         entry = _Entry(job, self._loop.create_future())
-        entry.out.add_done_callback(_retrieve)  # a stream closed unread is not an error to log
+        entry.out.add_done_callback(retrieve)  # a stream closed unread is not an error to log
         if self._closed:
-            _settle(entry.out, None, Cancelled())
+            settle(entry.out, None, Cancelled())
         else:
             self._line.append(entry)
             self._advance()
@@ -139,7 +139,7 @@ class StreamCodec:
                     audio = entry.job.outcome()
                 except BaseException as e:  # lost to the engine or cancelled: no audio to encode
                     self._line.popleft()
-                    _settle(entry.out, None, e)
+                    settle(entry.out, None, e)
                     continue
                 fn, args = self._encode, (audio,)
             deadline = time.monotonic() + self._encoded_s - self._consumed_s() - REFILL_MARGIN_S
@@ -166,7 +166,7 @@ class StreamCodec:
             value = None if exc is not None else call.result()
             if value is not None:
                 self._encoded_s += value.seconds
-            _settle(entry.out, value, exc)
+            settle(entry.out, value, exc)
         self._advance()
 
     # --- on the pool thread (one call at a time per stream) ------------------------------------
@@ -204,16 +204,3 @@ class StreamCodec:
                 log.exception("closing an audio encoder failed")
             self._metrics.encoders.dec()
 
-
-def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(value)
-
-
-def _retrieve(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()

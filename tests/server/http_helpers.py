@@ -146,6 +146,26 @@ def live_server(ctx: ServerContext):
         thread.join(30)
 
 
+@contextlib.contextmanager
+def served(ctx: ServerContext):
+    """The app under uvicorn configured exactly as ``serve`` runs it; yields the port."""
+    from realtime_tts.server.app import uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(build_app(ctx), ctx.settings, port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (server.started and ctx.ready.is_set()):
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 # --- audio helpers --------------------------------------------------------------------------
 
 def tone_wav(seconds: float = 2.0, rate: int = 16000, freq: float = 180.0, channels: int = 1) -> bytes:

@@ -120,31 +120,12 @@ def test_serve_bounds_every_close():
 async def test_serve_negotiates_no_websocket_compression(tmp_path):
     """Audio frames do not deflate: `serve` declines permessage-deflate even when a client (here
     the websockets library, which asks by default) offers it."""
-    import threading
-    import time
+    from http_helpers import served
 
-    import uvicorn
-
-    from http_helpers import build_app, free_port
-    from realtime_tts.server.app import uvicorn_config
-
-    ctx = make_ctx(tmp_path, ToneEngine())
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(build_app(ctx), ctx.settings, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not (server.started and ctx.ready.is_set()):
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            await asyncio.sleep(0.02)
+    with served(make_ctx(tmp_path, ToneEngine())) as port:
         async with connect(f"ws://127.0.0.1:{port}/v1/tts/stream", compression="deflate") as ws:
             assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]  # offered
             assert ws.protocol.extensions == [] and "Sec-WebSocket-Extensions" not in ws.response.headers
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 30)
 
 
 def test_websocket_writes_wait_early_and_closes_are_bounded():

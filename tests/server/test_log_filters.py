@@ -9,18 +9,15 @@ import logging
 import os
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_helpers import ToneEngine, build_app, free_port, make_ctx  # noqa: E402
+from http_helpers import ToneEngine, make_ctx, served  # noqa: E402
 
-from realtime_tts.server.app import uvicorn_config  # noqa: E402
 from realtime_tts.server.logging import RateLimit, configure_logging, redact  # noqa: E402
 
 SECRET = "sk-SECRET-4242"
@@ -37,24 +34,6 @@ def captured_logs(fmt: str):
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-
-
-@contextlib.contextmanager
-def served(ctx):
-    """The app under uvicorn configured exactly as ``serve`` runs it."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(build_app(ctx), ctx.settings, port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not (server.started and ctx.ready.is_set()):
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def ws_open(port: int, path: str) -> socket.socket:

@@ -72,11 +72,16 @@ def pool():
     pool.shutdown()
 
 
-async def test_segments_are_encoded_ahead_of_reading_in_text_order(pool):
+def line(pool, n: int) -> tuple[Factory, StreamCodec, list[SynthesisJob], list[asyncio.Future]]:
+    """A codec line on ``pool`` with ``n`` jobs added (none done yet)."""
     factory = Factory()
     codec = StreamCodec(pool, Metrics(), factory, lambda: 0.0)
-    jobs = [job() for _ in range(3)]
-    outs = [codec.add(j) for j in jobs]
+    jobs = [job() for _ in range(n)]
+    return factory, codec, jobs, [codec.add(j) for j in jobs]
+
+
+async def test_segments_are_encoded_ahead_of_reading_in_text_order(pool):
+    factory, codec, jobs, outs = line(pool, 3)
     finish(jobs[2], 0.3)
     finish(jobs[1], 0.2)
     await asyncio.sleep(0.05)
@@ -142,10 +147,7 @@ async def test_dropping_withdraws_a_call_still_waiting_for_a_thread(pool):
 
 
 async def test_failures_stay_with_their_segment(pool):
-    factory = Factory()
-    codec = StreamCodec(pool, Metrics(), factory, lambda: 0.0)
-    jobs = [job() for _ in range(3)]
-    outs = [codec.add(j) for j in jobs]
+    factory, codec, jobs, outs = line(pool, 3)
     jobs[0]._future.set_exception(EngineError("engine failed"))
     finish(jobs[1], pcm=np.full(10, np.nan, np.float32))
     finish(jobs[2], 0.05)

@@ -66,6 +66,15 @@ def clip_emotion_vector(src, w2v, gpt, device: torch.device, dtype: torch.dtype)
     return gpt.emotion_vector(w2v.encode(clip.wav.to(device)).to(dtype))
 
 
+def text_emotion_weights(qwen: Any, text: str) -> list[float]:
+    """The checkpoint's Qwen emotion model's 8 weights for ``text``; both families ask it alike,
+    and EngineError when the checkpoint has none."""
+    if qwen is None:
+        raise EngineError("emotion text needs the Qwen emotion model (qwen0.6bemo4-merge/ in the "
+                          "checkpoint directory); send an emotion vector or reference clip instead")
+    return list(qwen.analyze(text).values())
+
+
 def blend_emotion(base: torch.Tensor, emovec: torch.Tensor, alpha: float, weights: Sequence[float] | None,
                   matrix: Any, style: torch.Tensor) -> torch.Tensor:
     """The official emotion merge both families share: the speaker's own [1, C] vector ``base``

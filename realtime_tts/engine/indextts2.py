@@ -46,7 +46,7 @@ from realtime_tts.text.tokenizer import split_segments
 
 from .base import EngineError
 from .checkpoints import has_weights, resolve
-from .family import ModelFamily, SegmentCondition, blend_emotion, clip_emotion_vector
+from .family import ModelFamily, SegmentCondition, blend_emotion, clip_emotion_vector, text_emotion_weights
 from .indextts2_load import Models, load_models, place
 from .pipeline import MAX_TEXT_TOKENS_PER_SEGMENT, PipelineEngine
 
@@ -159,10 +159,7 @@ class IndexTTS2Family(ModelFamily):
         return EmotionConditioning(emovec=clip_emotion_vector(src, m.w2v, m.gpt, self.device, self.dtype))
 
     def emotion_weights(self, text: str) -> list[float]:
-        if self.models.qwen is None:
-            raise EngineError("emotion text needs the Qwen emotion model (qwen0.6bemo4-merge/ in the "
-                              "checkpoint directory); send an emotion vector or reference clip instead")
-        return list(self.models.qwen.analyze(text).values())
+        return text_emotion_weights(self.models.qwen, text)
 
     def merge_emotion(self, voice: VoiceConditioning, emovec: torch.Tensor, alpha: float,
                       weights: Sequence[float] | None) -> torch.Tensor:

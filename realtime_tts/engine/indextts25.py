@@ -48,7 +48,7 @@ from realtime_tts.text.normalize import TextNormalizer
 
 from .base import EngineError
 from .checkpoints import CheckpointError, download_command
-from .family import ModelFamily, SegmentCondition, blend_emotion, clip_emotion_vector
+from .family import ModelFamily, SegmentCondition, blend_emotion, clip_emotion_vector, text_emotion_weights
 from .indextts2_load import MelParams
 from .pipeline import PipelineEngine
 
@@ -191,10 +191,7 @@ class IndexTTS25Family(ModelFamily):
 
     def emotion_weights(self, text: str) -> list[float]:
         """The Qwen emotion model's 8 weights (it loads on the first text emotion, not before)."""
-        if self.models.qwen is None:
-            raise EngineError("emotion text needs the Qwen emotion model (qwen0.6bemo4-merge/ in the "
-                              "checkpoint directory); send an emotion vector or reference clip instead")
-        return list(self.models.qwen.analyze(text).values())
+        return text_emotion_weights(self.models.qwen, text)
 
     def merge_emotion(self, voice: VoiceConditioning25, emovec: torch.Tensor, alpha: float,
                       weights: Sequence[float] | None) -> torch.Tensor:

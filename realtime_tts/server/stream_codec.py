@@ -6,9 +6,10 @@ a second of audio, so an encode started only when the previous sentence has been
 that half second on a pool every other stream shares (under load it did not, and the device
 heard the gap). Encoding ahead is bounded by the stream's window of submitted jobs.
 
-The calls go to the shared ``CodecPool`` with a deadline: the moment the client will have
-played everything encoded before this segment. A stream's first sentence is due at once; a
-sentence encoded seconds ahead yields to it.
+The calls go to the shared ``CodecPool`` with a deadline: ``REFILL_MARGIN_S`` before the client
+will have played everything encoded before this segment. A stream's first sentence, which a
+listener already waits for, is therefore due a margin ago; a sentence encoded seconds ahead
+yields to it, and to request parsing (due on arrival), until its own listener nears a gap.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from ..engine.executor import SynthesisJob, retrieve, settle
 log = logging.getLogger(__name__)
 
 # A segment's encode is due this long before the client would run out of the audio encoded before
-# it: a playing stream's next sentence goes ahead of a new turn's first one (due on arrival) once
-# its listener is within this margin of a gap. It covers the xiaozhi pacer's lead (0.4 s) and
-# the pool's queue under load.
+# it: a playing stream's next sentence goes ahead of request parsing (due on arrival) once its
+# listener is within this margin of a gap, and ties with a new turn's first sentence (nothing
+# encoded yet: due a margin ago) when it is at the gap. It covers the xiaozhi pacer's lead (at
+# most 0.4 s) and the pool's queue under load.
 REFILL_MARGIN_S = 1.0
 
 

@@ -34,6 +34,9 @@ from realtime_tts.model.indextts25 import DEFAULT_SAMPLING
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 from indextts25_fixture import FIX, gold, meta  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from indextts25_helpers import LANG_ROWS, spy_prompt_langs  # noqa: E402
+
 E2E_ATOL = 1e-3
 HOP = 256
 E2E = meta()["e2e"]
@@ -171,22 +174,12 @@ def test_a_continuous_batch_matches_the_official_and_a_run_alone(engine, codes_s
 
 
 LANG_TEXTS = {"zh": "你好。", "en": "Hello.", "ja": "こんにちは。", "es": "¿Qué tal?", "ar": "مرحبا."}
-LANG_ROWS = {"en": 0, "zh": 1, "es": 3, "ja": 7, "ar": 13}  # official language index
 
 
 @pytest.fixture
 def prompt_langs(engine, monkeypatch):
     """The language row of every text the GPT's prompt receives."""
-    seen: list[int] = []
-    gpt = engine.family.gpt
-    real = gpt.prompt
-
-    def spy(cond, texts, langs=None):
-        seen.extend(int(t.lang) for t in texts)
-        return real(cond, texts, langs)
-
-    monkeypatch.setattr(gpt, "prompt", spy)
-    return seen
+    return spy_prompt_langs(engine, monkeypatch)
 
 
 def forced(engine, codes: int = 4):

@@ -18,6 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from agent_stream_helpers import events, frames, is_type, opened, pcm_of  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from indextts25_helpers import LANG_ROWS, spy_prompt_langs  # noqa: E402
 from http_helpers import decode_any, live_server, make_ctx  # noqa: E402
 from xiaozhi_helpers import FAST, device  # noqa: E402
 
@@ -27,7 +30,6 @@ from realtime_tts.model.indextts25 import DEFAULT_SAMPLING  # noqa: E402
 
 PROMPT = Path(__file__).resolve().parents[1] / "fixtures" / "indextts25" / "prompt_24k.wav"
 SPEECH = {"zh": "今天天气很好。", "en": "Hello there.", "ja": "こんにちは。", "es": "¿Qué tal amigo?", "ar": "مرحبا بكم."}
-ROWS = {"en": 0, "zh": 1, "es": 3, "ja": 7, "ar": 13}  # the GPT's language rows (official index)
 LANGUAGES = ["zh", "en", "ja", "es", "ar"]
 
 
@@ -41,16 +43,7 @@ def engine(tiny25_checkpoint) -> IndexTTS25Engine:
 @pytest.fixture
 def rows(engine, monkeypatch) -> list[int]:
     """The language row of every text the GPT is prompted with."""
-    seen: list[int] = []
-    gpt = engine.family.gpt
-    real = gpt.prompt
-
-    def spy(cond, texts, langs=None):
-        seen.extend(int(t.lang) for t in texts)
-        return real(cond, texts, langs)
-
-    monkeypatch.setattr(gpt, "prompt", spy)
-    return seen
+    return spy_prompt_langs(engine, monkeypatch)
 
 
 @pytest.fixture
@@ -79,7 +72,7 @@ async def test_xiaozhi_speaks_every_language(server, rows):
         error = await dev.wait_for(lambda m: m.get("type") == "error", 10)
         assert error["code"] == "unsupported_language" and "zh, en, ja, es, ar" in error["message"]
         assert dev.bad_frames == 0
-    assert rows == [ROWS[lang] for lang in SPEECH]
+    assert rows == [LANG_ROWS[lang] for lang in SPEECH]
 
 
 async def test_agent_stream_speaks_every_language_at_once(server, rows):
@@ -98,7 +91,7 @@ async def test_agent_stream_speaks_every_language_at_once(server, rows):
     slots = {e["context_id"]: e["slot"] for e in events(items, "context_started")}
     for lang in SPEECH:
         assert loud(pcm_of(frames(items, slots[lang]))), lang
-    assert sorted(rows) == sorted(ROWS.values())
+    assert sorted(rows) == sorted(LANG_ROWS.values())
 
 
 async def test_openai_speech_in_every_language_and_the_language_check(server, rows):
@@ -112,11 +105,11 @@ async def test_openai_speech_in_every_language_and_the_language_check(server, ro
             assert r.status_code == 200 and r.content[:4] == b"RIFF"
             pcm, rate = decode_any(r.content)
             assert loud(pcm)
-        assert sorted(rows) == sorted(ROWS.values())
+        assert sorted(rows) == sorted(LANG_ROWS.values())
         rows.clear()
         r = await http.post("/v1/audio/speech", json={"input": SPEECH["ja"], "voice": "speaker",
                                                       "response_format": "pcm"})  # no language: the script says ja
-        assert r.status_code == 200 and rows == [ROWS["ja"]]
+        assert r.status_code == 200 and rows == [LANG_ROWS["ja"]]
         r = await http.post("/v1/audio/speech", json={"input": "Bonjour.", "voice": "speaker", "language": "fr"})
         assert r.status_code == 400
         err = r.json()["error"]

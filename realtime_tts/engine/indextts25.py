@@ -42,6 +42,7 @@ from realtime_tts.model.gpt import LangText, SamplingParams
 from realtime_tts.model.indextts25 import (CODE_RATE, DEFAULT_SAMPLING, FAMILY_V25, Models25, Paths25, detect, load_models,
                                            missing_files, resolve)
 from realtime_tts.model.s2mel import CheckpointMismatch, mel_frames_25
+from realtime_tts.model.weights import for_inference
 from realtime_tts.text.multilingual import (SUPPORTED_LANGUAGES, MultilingualFrontEnd, TextTooLongError,
                                             UnsupportedLanguageError, language_id)
 from realtime_tts.text.normalize import TextNormalizer
@@ -78,10 +79,7 @@ class EmotionConditioning25:
 
 def place(models: Models25, device: torch.device, dtype: torch.dtype) -> Models25:
     """Move to ``device``; only the GPT takes ``dtype`` (as the official ``use_bf16``)."""
-    for m in (models.gpt, models.codec, models.s2mel, models.w2v, models.campplus, models.vocoder):
-        m.to(device).eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
+    for_inference(device, models.gpt, models.codec, models.s2mel, models.w2v, models.campplus, models.vocoder)
     models.gpt.to(dtype)
     models.emotion.to(device)
     return models

@@ -20,6 +20,7 @@ from realtime_tts.model.emotion import EmotionMatrix, QwenEmotion
 from realtime_tts.model.gpt import ConformerConfig, GPTConfig, UnifiedVoice
 from realtime_tts.model.s2mel import CheckpointMismatch, S2Mel, S2MelConfig
 from realtime_tts.model.w2vbert import SemanticEncoder
+from realtime_tts.model.weights import for_inference
 from realtime_tts.text.normalize import TextNormalizer
 from realtime_tts.text.tokenizer import TextTokenizer
 
@@ -281,10 +282,7 @@ def _load_tokenizer(paths: CheckpointPaths, text_vocab: int) -> TextTokenizer:
 
 def place(models: Models, device: torch.device, dtype: torch.dtype) -> Models:
     """Move to ``device``; the GPT and the DiT estimator take ``dtype``, the rest stays fp32."""
-    for m in (models.gpt, models.s2mel, models.codec, models.w2v, models.campplus, models.vocoder):
-        m.to(device).eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
+    for_inference(device, models.gpt, models.s2mel, models.codec, models.w2v, models.campplus, models.vocoder)
     models.gpt.to(dtype)
     models.s2mel.cfm.estimator.to(dtype)
     models.emotion.to(device)

@@ -1,4 +1,5 @@
-"""Reading a checkpoint file the way every loader here does."""
+"""Checkpoint weights: a file read the way every loader here does, and modules made ready for
+inference."""
 
 from __future__ import annotations
 
@@ -23,3 +24,11 @@ def torch_load(path: str | Path) -> Any:
             raise
     log.warning("%s: not loadable with weights_only=True; loading it as a full pickle", path)
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def for_inference(device: torch.device, *modules: torch.nn.Module) -> None:
+    """Move each module to ``device`` in eval mode, its parameters frozen."""
+    for m in modules:
+        m.to(device).eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
